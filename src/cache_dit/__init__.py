@@ -1,0 +1,1 @@
+"""cache-dit: training-free cache acceleration for diffusion transformers."""
