@@ -1,0 +1,35 @@
+"""cache_factory: the seed's import path for the cache engine."""
+
+from .adapters import (
+    ArgSpec,
+    BlockIO,
+    TransformerAdapter,
+    register_adapter,
+    registered_adapter,
+    supported_models,
+)
+from .apply import apply_cache_on_pipe, apply_cache_on_transformer, disable_cache, summary
+from .cache_types import CacheType
+from .config import CacheConfig, CFGConfig, DBCacheConfig, DBPruneConfig, TaylorSeerConfig, build_config
+from .stats import CacheStats
+
+__all__ = [
+    "ArgSpec",
+    "BlockIO",
+    "CFGConfig",
+    "CacheConfig",
+    "CacheStats",
+    "CacheType",
+    "DBCacheConfig",
+    "DBPruneConfig",
+    "TaylorSeerConfig",
+    "TransformerAdapter",
+    "apply_cache_on_pipe",
+    "apply_cache_on_transformer",
+    "build_config",
+    "disable_cache",
+    "register_adapter",
+    "registered_adapter",
+    "summary",
+    "supported_models",
+]

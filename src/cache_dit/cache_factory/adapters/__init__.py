@@ -1,0 +1,168 @@
+"""Per-model knowledge, as data: which block lists a transformer has and how its blocks pass tensors.
+
+Adding a model = adding one file with one `register_adapter(TransformerClass, TransformerAdapter(...))`.
+The registry is keyed by the transformer class and looked up along the MRO, never by class-name prefix.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+
+@dataclass(frozen=True)
+class ArgSpec:
+    """Where a forward argument sits: by keyword `name`, else at `position` among the positional args."""
+
+    name: str
+    position: int
+
+    def get(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+        if self.name in kwargs:
+            return kwargs[self.name]
+        if len(args) > self.position:
+            return args[self.position]
+        return None
+
+
+@dataclass(frozen=True)
+class BlockIO:
+    """How one block list's blocks take and return the hidden (image/video) and encoder (text) streams.
+
+    Attributes:
+        hidden_arg: the hidden-states input.
+        encoder_arg: the encoder-states input (None: the block takes none).
+        hidden_out: index of the hidden states in the output tuple; None: the block returns the tensor itself.
+        encoder_out: index of the encoder states in the output tuple; None: the block does not return them
+            (they are a constant side input, as in Wan).
+        num_outputs: length of the output tuple (1 when `hidden_out` is None).
+    """
+
+    hidden_arg: ArgSpec
+    encoder_arg: ArgSpec | None
+    hidden_out: int | None
+    encoder_out: int | None
+    num_outputs: int = 1
+
+    def inputs(
+        self, args: tuple[Any, ...], kwargs: dict[str, Any]
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        hidden = self.hidden_arg.get(args, kwargs)
+        encoder = self.encoder_arg.get(args, kwargs) if self.encoder_arg is not None else None
+        return hidden, encoder
+
+    def outputs(self, output: Any) -> tuple[torch.Tensor, torch.Tensor | None]:
+        hidden = output if self.hidden_out is None else output[self.hidden_out]
+        encoder = output[self.encoder_out] if self.encoder_out is not None else None
+        return hidden, encoder
+
+    @property
+    def carries_encoder(self) -> bool:
+        """The block updates the encoder stream (so it has a residual of its own)."""
+        return self.encoder_out is not None
+
+    def make_output(self, hidden: torch.Tensor, encoder: torch.Tensor | None) -> Any:
+        """Build what the block would have returned, from the two streams."""
+        if self.hidden_out is None:
+            return hidden
+        out: list[Any] = [None] * self.num_outputs
+        out[self.hidden_out] = hidden
+        if self.encoder_out is not None:
+            out[self.encoder_out] = encoder
+        return tuple(out)
+
+
+@dataclass(frozen=True)
+class TransformerAdapter:
+    """What the cache needs to know about one transformer class.
+
+    Attributes:
+        name: display name ("FLUX.1").
+        block_lists: (attribute name, BlockIO) in execution order; together they form one sequence of blocks
+            that Fn/Bn and block ids index into.
+        timestep_arg: the transformer forward's timestep argument (used to detect a new denoising run when
+            the cache is applied to a bare transformer).
+        separate_cfg: default of `do_separate_classifier_free_guidance` (the pipeline runs CFG as two calls).
+        pipelines: pipeline class names this adapter is tested with.
+    """
+
+    name: str
+    block_lists: tuple[tuple[str, BlockIO], ...]
+    timestep_arg: ArgSpec
+    separate_cfg: bool
+    pipelines: tuple[str, ...]
+
+    def blocks(self, transformer: torch.nn.Module) -> list[tuple[torch.nn.Module, BlockIO]]:
+        """All blocks in execution order with their I/O layout."""
+        found: list[tuple[torch.nn.Module, BlockIO]] = []
+        for attr, io in self.block_lists:
+            block_list = getattr(transformer, attr, None)
+            if not isinstance(block_list, torch.nn.ModuleList):
+                raise ValueError(
+                    f"{type(transformer).__name__}.{attr} is not a torch.nn.ModuleList "
+                    f"(got {type(block_list).__name__}); the {self.name} adapter cannot cache it"
+                )
+            found.extend((block, io) for block in block_list)
+        return found
+
+
+_REGISTRY: dict[type, TransformerAdapter] = {}
+
+
+def register_adapter(transformer_cls: type, adapter: TransformerAdapter) -> None:
+    """Register (or replace) the adapter for a transformer class."""
+    if not isinstance(transformer_cls, type) or not issubclass(transformer_cls, torch.nn.Module):
+        raise TypeError(f"transformer_cls must be a torch.nn.Module subclass, got {transformer_cls!r}")
+    _REGISTRY[transformer_cls] = adapter
+
+
+def unregister_adapter(transformer_cls: type) -> None:
+    _REGISTRY.pop(transformer_cls, None)
+
+
+@contextmanager
+def registered_adapter(transformer_cls: type, adapter: TransformerAdapter) -> Iterator[None]:
+    """Register an adapter for the duration of a `with` block (tests), restoring what was there."""
+    previous = _REGISTRY.get(transformer_cls)
+    register_adapter(transformer_cls, adapter)
+    try:
+        yield
+    finally:
+        if previous is None:
+            unregister_adapter(transformer_cls)
+        else:
+            _REGISTRY[transformer_cls] = previous
+
+
+def supported_models() -> dict[str, tuple[str, ...]]:
+    """Transformer class name -> the pipelines it is tested with."""
+    _load_builtin()
+    return {cls.__name__: adapter.pipelines for cls, adapter in _REGISTRY.items()}
+
+
+def find_adapter(transformer: torch.nn.Module) -> TransformerAdapter:
+    """The adapter for `type(transformer)` or its nearest registered base class; ValueError if none."""
+    _load_builtin()
+    for cls in type(transformer).__mro__:
+        if cls in _REGISTRY:
+            return _REGISTRY[cls]
+    supported = "; ".join(
+        f"{name} ({', '.join(pipes)})" if pipes else name for name, pipes in supported_models().items()
+    )
+    raise ValueError(f"{type(transformer).__name__} is not supported by cache-dit; supported: {supported}")
+
+
+_loaded = False
+
+
+def _load_builtin() -> None:
+    """Import the built-in adapter modules once (they import diffusers' model classes)."""
+    global _loaded
+    if _loaded:
+        return
+    _loaded = True
+    from . import flux, wan  # noqa: F401

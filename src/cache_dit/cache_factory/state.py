@@ -1,0 +1,82 @@
+"""Per-call, per-branch buffers and stats.
+
+A `CallState` lives for one pipeline call (or one denoising run of a bare transformer); the runner replaces
+it at the start of every call, so nothing leaks from one image to the next. Inside it each CFG branch
+("cond", "uncond", or any name a pipeline marks) has its own `BranchState`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+
+from .taylorseer import TaylorSeer
+
+
+def same_layout(a: torch.Tensor | None, b: torch.Tensor | None) -> bool:
+    """Two tensors can be combined without a silent broadcast or device/dtype change."""
+    return (
+        a is not None and b is not None and a.shape == b.shape and a.dtype == b.dtype and a.device == b.device
+    )
+
+
+@dataclass
+class BlockBuffers:
+    """One block's input and residuals from when it was last computed (Bn reuse, DBPrune)."""
+
+    hidden_in: torch.Tensor  # (B, N, D)
+    hidden_residual: torch.Tensor  # (B, N, D)
+    encoder_residual: (
+        torch.Tensor | None
+    )  # (B, S, D), None where the block does not update the encoder stream
+
+
+@dataclass
+class BranchState:
+    """Buffers and stats of one CFG branch within one call."""
+
+    name: str
+    n_derivatives_hidden: int = 0
+    n_derivatives_encoder: int = 0
+    calls: int = 0
+    # DBCache
+    cached_steps: list[int] = field(default_factory=list)
+    residual_diffs: dict[int, float] = field(default_factory=dict)
+    continuous_cached: int = 0
+    fn_residual: torch.Tensor | None = None  # first Fn blocks' residual at the last fully computed step
+    hidden_store: TaylorSeer = field(init=False)  # middle blocks' residual (or output) at computed steps
+    encoder_store: TaylorSeer = field(init=False)
+    blocks: dict[int, BlockBuffers] = field(default_factory=dict)
+    # DBPrune
+    pruned_blocks: list[int] = field(default_factory=list)
+    actual_blocks: list[int] = field(default_factory=list)
+    pruned_steps: int = 0
+
+    def __post_init__(self) -> None:
+        self.hidden_store = TaylorSeer(self.n_derivatives_hidden)
+        self.encoder_store = TaylorSeer(self.n_derivatives_encoder)
+
+    def drop_buffers(self) -> None:
+        """Forget every stored tensor (after a failed transformer call): the next step computes fully."""
+        self.fn_residual = None
+        self.hidden_store.reset()
+        self.encoder_store.reset()
+        self.blocks.clear()
+        self.continuous_cached = 0
+
+
+@dataclass
+class CallState:
+    """One pipeline call: its branches and the per-step decisions shared across branches."""
+
+    n_derivatives_hidden: int = 0
+    n_derivatives_encoder: int = 0
+    branches: dict[str, BranchState] = field(default_factory=dict)
+    unmarked_calls: int = 0  # transformer calls without a branch mark from the pipeline
+    step_decisions: dict[int, bool] = field(default_factory=dict)  # cfg_diff_compute_separate=False
+
+    def branch(self, name: str) -> BranchState:
+        if name not in self.branches:
+            self.branches[name] = BranchState(name, self.n_derivatives_hidden, self.n_derivatives_encoder)
+        return self.branches[name]
