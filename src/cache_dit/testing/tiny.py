@@ -74,10 +74,10 @@ def tiny_flux_pipeline(num_layers: int = 2, num_single_layers: int = 4, seed: in
 def tiny_flux_fill_pipeline(
     num_layers: int = 2, num_single_layers: int = 4, seed: int = 0
 ) -> FluxFillPipeline:
-    """FluxFillPipeline: the transformer takes latents + masked-image latents + mask (4 + 4 + 4*... channels)."""
+    """FluxFillPipeline: the transformer takes packed latents, masked-image latents and mask (36 channels)."""
     vae = _tiny_flux_vae(seed)
-    # packed channels: latents (4*4) + masked image latents (4*4) + mask (vae_scale_factor**2 * 4 = 16)
-    transformer = tiny_flux_transformer(num_layers, num_single_layers, seed, in_channels=48, out_channels=16)
+    # packed channels: latents (4*4) + masked image latents (4*4) + mask (vae_scale_factor**2 * 4 = 4)
+    transformer = tiny_flux_transformer(num_layers, num_single_layers, seed, in_channels=36, out_channels=16)
     return FluxFillPipeline(
         scheduler=FlowMatchEulerDiscreteScheduler(),
         vae=vae,
