@@ -238,6 +238,7 @@ class CacheRunner:
             uncond = first_of_step == self.config.cfg.cfg_compute_first
             branch_name = "uncond" if uncond else "cond"
             call.unmarked_calls += 1
+            self._check_cfg_pair(call, first_of_step, args, kwargs)
         else:
             branch_name = "cond"
         branch = call.branch(branch_name)
@@ -254,6 +255,24 @@ class CacheRunner:
                 and (cfg.max_pruned_steps < 0 or branch.pruned_steps < cfg.max_pruned_steps)
             )
         return p
+
+    def _check_cfg_pair(
+        self, call: CallState, first_of_step: bool, args: tuple[Any, ...], kwargs: dict[str, Any]
+    ) -> None:
+        """Both CFG calls of a step get the same latents; other latents on the second call mean one call per step."""
+        latents = self.adapter.latents_arg.get(args, kwargs)
+        if first_of_step:
+            call.pair_latents = latents
+            return
+        first, call.pair_latents = call.pair_latents, None
+        if isinstance(latents, torch.Tensor) and isinstance(first, torch.Tensor) and latents is not first:
+            if latents.shape != first.shape or latents.data_ptr() != first.data_ptr():
+                self._warn_once(
+                    "cfg-pair",
+                    "do_separate_classifier_free_guidance=True, but the two transformer calls of a step got "
+                    "different latents: the pipeline seems to run one call per step, so cond/uncond buffers "
+                    "would be mixed. Pass do_separate_classifier_free_guidance=False for this pipeline.",
+                )
 
     def _detect_new_run(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
         """Bare transformer (no pipeline wrapper): a timestep above the previous one starts a new run.

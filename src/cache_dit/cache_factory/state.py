@@ -74,6 +74,7 @@ class CallState:
     n_derivatives_encoder: int = 0
     branches: dict[str, BranchState] = field(default_factory=dict)
     unmarked_calls: int = 0  # transformer calls without a branch mark from the pipeline
+    pair_latents: torch.Tensor | None = None  # latents of the first unmarked call of the current step
     step_decisions: dict[int, bool] = field(default_factory=dict)  # cfg_diff_compute_separate=False
 
     def branch(self, name: str) -> BranchState:

@@ -88,6 +88,7 @@ class TransformerAdapter:
             the cache is applied to a bare transformer).
         separate_cfg: default of `do_separate_classifier_free_guidance` (the pipeline runs CFG as two calls).
         pipelines: pipeline class names this adapter is tested with.
+        latents_arg: the transformer forward's latent input (both CFG calls of a step get the same one).
     """
 
     name: str
@@ -95,6 +96,7 @@ class TransformerAdapter:
     timestep_arg: ArgSpec
     separate_cfg: bool
     pipelines: tuple[str, ...]
+    latents_arg: ArgSpec = ArgSpec("hidden_states", 0)
 
     def blocks(self, transformer: torch.nn.Module) -> list[tuple[torch.nn.Module, BlockIO]]:
         """All blocks in execution order with their I/O layout."""
