@@ -14,8 +14,8 @@ $(STAMP): pyproject.toml
 setup: $(STAMP)
 
 lint: $(STAMP)
-	$(VENV)/bin/ruff check src tests bench examples
-	$(VENV)/bin/ruff format --check src tests bench examples
+	$(VENV)/bin/ruff check $(wildcard src tests bench examples)
+	$(VENV)/bin/ruff format --check $(wildcard src tests bench examples)
 
 test: lint
 	$(PY) -m pytest tests
