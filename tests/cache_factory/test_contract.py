@@ -188,3 +188,37 @@ def test_failed_call_does_not_poison_the_next(case):
     apply_cache_on_pipe(fresh, **db_options())
     assert torch.equal(after, case.run(fresh))
     assert cache_dit.summary(pipe).cached_steps == list(range(2, 8))
+
+
+@pytest.mark.parametrize("non_compute_threshold,expected_calls_of_block_4", [(FORCE, 2), (0.0, 8)])
+def test_bn_compute_blocks_ids_reuse_the_other_bn_blocks(
+    case, non_compute_threshold, expected_calls_of_block_4
+):
+    """F1B2 with only Bn position 1 (block 5) listed: block 4 reuses its residual on cached steps when allowed."""
+    pipe = case.build()
+    counts = {}
+    blocks = [
+        *getattr(pipe.transformer, "transformer_blocks", []),
+        *getattr(pipe.transformer, "single_transformer_blocks", []),
+        *getattr(pipe.transformer, "blocks", []),
+    ]
+    for idx in (4, 5):
+        original = blocks[idx].forward
+
+        def counting(*args, _idx=idx, _original=original, **kwargs):
+            counts[_idx] = counts.get(_idx, 0) + 1
+            return _original(*args, **kwargs)
+
+        blocks[idx].forward = counting
+    apply_cache_on_pipe(
+        pipe,
+        **db_options(
+            Bn_compute_blocks=2,
+            Bn_compute_blocks_ids=[1],
+            non_compute_blocks_diff_threshold=non_compute_threshold,
+        ),
+    )
+    case.run(pipe)
+    assert cache_dit.summary(pipe).cached_steps == [2, 3, 4, 5, 6, 7]
+    branches = 2 if case.separate_cfg else 1
+    assert counts == {4: expected_calls_of_block_4 * branches, 5: 8 * branches}
