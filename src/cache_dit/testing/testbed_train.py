@@ -1,0 +1,231 @@
+"""Training of the tiny FLUX testbed (see :mod:`cache_dit.testing.testbed`); CPU, fixed seeds.
+
+Run through ``python -m cache_dit.testing.testbed train``. Stage ``vae`` trains the autoencoder on fresh
+procedural images every step (L1 + MSE reconstruction + a small KL) and then sets ``shift_factor`` and
+``scaling_factor`` from the latent statistics; stage ``transformer`` encodes a fixed procedural data set
+once and trains the transformer plus the class table with the rectified-flow loss of FluxPipeline's
+convention, keeping an EMA of the weights.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import math
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from safetensors.torch import save_file
+
+from cache_dit.testing import testbed as tb
+
+
+def _log(message: str, start: float) -> None:
+    print(f"[{time.time() - start:7.1f}s] {message}", flush=True)
+
+
+def _lr_at(step: int, total: int, base_lr: float, warmup: int) -> float:
+    """Linear warmup then cosine decay to 10% of ``base_lr``."""
+    if step < warmup:
+        return base_lr * (step + 1) / warmup
+    progress = (step - warmup) / max(1, total - warmup)
+    return base_lr * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * progress)))
+
+
+def _save_fp16(module: torch.nn.Module, path: Path) -> None:
+    state = {k: v.detach().to(torch.float16).contiguous() for k, v in module.state_dict().items()}
+    save_file(state, str(path))
+
+
+def train_vae(
+    steps: int,
+    seed: int,
+    max_seconds: float = float("inf"),
+    batch: int = 16,
+    lr: float = 1e-3,
+    kl_weight: float = 1e-6,
+) -> tuple[tb.AutoencoderKL, dict[str, float]]:
+    """Train the testbed VAE on fresh procedural images; return it and the training stats."""
+    start = time.time()
+    torch.manual_seed(seed)
+    vae = tb.build_testbed_vae()
+    optimizer = torch.optim.AdamW(vae.parameters(), lr=lr, weight_decay=0.0)
+    generator = torch.Generator().manual_seed(seed)
+    recon_loss = float("nan")
+    done = 0
+    for step in range(steps):
+        if time.time() - start > max_seconds:
+            _log(f"vae: time cap reached at step {step}", start)
+            break
+        done = step + 1
+        for group in optimizer.param_groups:
+            group["lr"] = _lr_at(step, steps, lr, warmup=50)
+        images, _ = tb.make_shape_dataset(batch, seed=seed * 100_000 + step)  # (B, 3, 64, 64)
+        posterior = vae.encode(images).latent_dist
+        latents = posterior.sample(generator=generator)  # (B, 4, 16, 16)
+        recon = vae.decode(latents).sample  # (B, 3, 64, 64)
+        recon_loss_t = F.l1_loss(recon, images) + F.mse_loss(recon, images)
+        loss = recon_loss_t + kl_weight * posterior.kl().mean()
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(vae.parameters(), 1.0)
+        optimizer.step()
+        recon_loss = 0.95 * recon_loss + 0.05 * recon_loss_t.item() if step else recon_loss_t.item()
+        if step % 50 == 0 or step == steps - 1:
+            _log(f"vae step {step}/{steps} recon(l1+mse, ema) {recon_loss:.4f}", start)
+    vae.eval()
+    return vae, {"vae_steps": done, "vae_recon_loss": recon_loss, "vae_seconds": time.time() - start}
+
+
+@torch.no_grad()
+def encode_dataset(vae: tb.AutoencoderKL, num_images: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Raw (unscaled) latent means ``(N, 4, 16, 16)`` and labels ``(N,)`` of a procedural data set."""
+    images, labels = tb.make_shape_dataset(num_images, seed=seed)
+    latents = torch.cat([vae.encode(chunk).latent_dist.mode() for chunk in images.split(128)])
+    return latents, labels
+
+
+class _Conditioning(torch.nn.Module):
+    """Learned class table: ``prompt`` (C + 1, S, D_joint) and ``pooled`` (C + 1, D_pooled)."""
+
+    def __init__(self, joint_dim: int, pooled_dim: int) -> None:
+        super().__init__()
+        self.prompt = torch.nn.Parameter(torch.randn(tb.NUM_CLASSES + 1, tb.TEXT_SEQ_LEN, joint_dim))
+        self.pooled = torch.nn.Parameter(torch.randn(tb.NUM_CLASSES + 1, pooled_dim))
+
+
+def train_transformer(
+    latents: torch.Tensor,
+    labels: torch.Tensor,
+    steps: int,
+    seed: int,
+    max_seconds: float = float("inf"),
+    batch: int = 32,
+    lr: float = 5e-4,
+    ema_decay: float = 0.998,
+    label_dropout: float = 0.1,
+) -> tuple[tb.FluxTransformer2DModel, _Conditioning, dict[str, float]]:
+    """Rectified-flow training on scaled latents ``(N, 4, 16, 16)``; returns EMA transformer and table."""
+    start = time.time()
+    torch.manual_seed(seed)
+    transformer = tb.build_testbed_transformer()
+    cond = _Conditioning(
+        tb.TRANSFORMER_CONFIG["joint_attention_dim"], tb.TRANSFORMER_CONFIG["pooled_projection_dim"]
+    )
+    model = torch.nn.ModuleDict({"transformer": transformer, "cond": cond})
+    ema = copy.deepcopy(model).eval().requires_grad_(False)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=lr, betas=(0.9, 0.99), weight_decay=0.0)
+
+    packed = tb.pack_latents(latents)  # (N, 64, 16)
+    img_ids = tb.latent_image_ids()  # (64, 3)
+    txt_ids = torch.zeros(tb.TEXT_SEQ_LEN, 3)  # (S, 3)
+    mu = tb.image_mu(packed.shape[1])
+    generator = torch.Generator().manual_seed(seed)
+    running = float("nan")
+    done = 0
+    for step in range(steps):
+        if time.time() - start > max_seconds:
+            _log(f"transformer: time cap reached at step {step}", start)
+            break
+        done = step + 1
+        for group in optimizer.param_groups:
+            group["lr"] = _lr_at(step, steps, lr, warmup=100)
+        index = torch.randint(len(packed), (batch,), generator=generator)
+        x0 = packed[index]  # (B, 64, 16)
+        class_ids = labels[index].clone()
+        class_ids[torch.rand(batch, generator=generator) < label_dropout] = tb.NULL_CLASS_ID
+        noise = torch.randn(x0.shape, generator=generator)  # (B, 64, 16)
+        sigma = tb.sample_training_sigmas(batch, mu, generator)  # (B,)
+        x_t = (1 - sigma[:, None, None]) * x0 + sigma[:, None, None] * noise
+        target = noise - x0
+        pred = transformer(
+            hidden_states=x_t,
+            timestep=sigma,  # the pipeline passes t / 1000 = sigma; the model multiplies by 1000
+            pooled_projections=cond.pooled[class_ids],  # (B, D_pooled)
+            encoder_hidden_states=cond.prompt[class_ids],  # (B, S, D_joint)
+            txt_ids=txt_ids,
+            img_ids=img_ids,
+            return_dict=False,
+        )[0]  # (B, 64, 16)
+        loss = F.mse_loss(pred, target)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        optimizer.step()
+        decay = min(ema_decay, (1 + step) / (10 + step))
+        with torch.no_grad():
+            for p_ema, p in zip(ema.parameters(), model.parameters()):
+                p_ema.lerp_(p, 1 - decay)
+        running = 0.98 * running + 0.02 * loss.item() if step else loss.item()
+        if step % 50 == 0 or step == steps - 1:
+            _log(f"transformer step {step}/{steps} loss(ema) {running:.4f}", start)
+    stats = {
+        "transformer_steps": done,
+        "transformer_loss": running,
+        "transformer_seconds": time.time() - start,
+    }
+    return ema["transformer"], ema["cond"], stats
+
+
+def train_all(
+    out_dir: Path,
+    seed: int = 0,
+    stage: str = "all",
+    vae_steps: int = 1200,
+    transformer_steps: int = 3000,
+    threads: int = 2,
+    max_minutes: tuple[float, float] = (10.0, 38.0),
+    num_latent_images: int = 12 * 400,
+) -> dict[str, Any]:
+    """Train the requested stages and write weights + configs into ``out_dir``."""
+    torch.set_num_threads(threads)
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    start = time.time()
+    info_path = out_dir / "testbed.json"
+    info: dict[str, Any] = json.loads(info_path.read_text()) if info_path.exists() else {}
+    info.update(
+        {"seed": seed, "threads": threads, "class_names": tb.CLASS_NAMES, "null_class_id": tb.NULL_CLASS_ID}
+    )
+
+    if stage in ("all", "vae"):
+        vae, vae_stats = train_vae(vae_steps, seed, max_seconds=60 * max_minutes[0])
+        raw, _ = encode_dataset(vae, 12 * 64, seed=seed + 7)  # (N, 4, 16, 16)
+        shift, scale = raw.mean().item(), 1.0 / raw.std().item()
+        vae_stats.update({"latent_shift_factor": shift, "latent_scaling_factor": scale})
+        info.update(vae_stats)
+        (out_dir / "vae_config.json").write_text(
+            json.dumps({**tb.VAE_CONFIG, "shift_factor": shift, "scaling_factor": scale}, indent=2)
+        )
+        _save_fp16(vae, out_dir / "vae.safetensors")
+        _log(f"vae done: shift_factor {shift:.4f} scaling_factor {scale:.4f}", start)
+
+    if stage in ("all", "transformer"):
+        vae_config = json.loads((out_dir / "vae_config.json").read_text())
+        vae = tb.AutoencoderKL.from_config(vae_config).eval()
+        tb._load_module_weights(vae, out_dir / "vae.safetensors")
+        raw, labels = encode_dataset(vae, num_latent_images, seed=seed + 1)  # (N, 4, 16, 16)
+        latents = (raw - vae_config["shift_factor"]) * vae_config["scaling_factor"]
+        _log(f"encoded {len(latents)} latents: mean {latents.mean():.3f} std {latents.std():.3f}", start)
+        transformer, cond, t_stats = train_transformer(
+            latents, labels, transformer_steps, seed, max_seconds=60 * max_minutes[1]
+        )
+        info.update(t_stats)
+        _save_fp16(transformer, out_dir / "transformer.safetensors")
+        (out_dir / "transformer_config.json").write_text(json.dumps(tb.TRANSFORMER_CONFIG, indent=2))
+        save_file(
+            {
+                "prompt": cond.prompt.detach().half().contiguous(),
+                "pooled": cond.pooled.detach().half().contiguous(),
+            },
+            str(out_dir / "class_embeds.safetensors"),
+        )
+        (out_dir / "scheduler_config.json").write_text(json.dumps(tb.SCHEDULER_CONFIG, indent=2))
+
+    info["last_run_seconds"] = time.time() - start
+    info_path.write_text(json.dumps(info, indent=2))
+    _log(f"wrote weights to {out_dir}", start)
+    return info

@@ -1,0 +1,98 @@
+"""The trained FLUX testbed: procedural data, the committed weights and a real FluxPipeline sampling them."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from cache_dit.testing import testbed as tb
+
+# Measured with the committed weights: 12/12 classes get the right dominant centre colour at 28 steps,
+# seed 0. The bar leaves room for one miss (e.g. a different BLAS reduction order), not more.
+MIN_COLOR_HITS = 11
+
+
+@pytest.fixture(scope="module")
+def pipe() -> tb.FluxPipeline:
+    torch.manual_seed(0)
+    return tb.load_testbed_pipeline()
+
+
+def test_class_names_and_ids() -> None:
+    assert len(tb.CLASS_NAMES) == tb.NUM_CLASSES == 12
+    assert tb.CLASS_NAMES[0] == "red circle"
+    assert tb.class_shape_and_color(11) == ("triangle", "yellow")
+    with pytest.raises(ValueError, match="class_id"):
+        tb.class_shape_and_color(12)
+
+
+def test_shape_images_are_deterministic_and_coloured() -> None:
+    first = tb.make_shape_image(5, seed=3)
+    assert first.shape == (64, 64, 3) and first.dtype == np.uint8
+    np.testing.assert_array_equal(first, tb.make_shape_image(5, seed=3))
+    assert not np.array_equal(first, tb.make_shape_image(5, seed=4))
+    for class_id in range(tb.NUM_CLASSES):
+        expected = tb.class_shape_and_color(class_id)[1]
+        assert tb.dominant_color(tb.make_shape_image(class_id, seed=class_id)) == expected
+
+
+def test_dataset_layout() -> None:
+    images, labels = tb.make_shape_dataset(24, seed=0)
+    assert images.shape == (24, 3, 64, 64)
+    assert images.min() >= -1.0 and images.max() <= 1.0
+    assert labels.tolist() == list(range(12)) * 2
+
+
+def test_prompt_embeds_shapes_and_validation() -> None:
+    prompt, pooled = tb.testbed_prompt_embeds([0, 5, tb.NULL_CLASS_ID])
+    assert prompt.shape == (3, tb.TEXT_SEQ_LEN, tb.TRANSFORMER_CONFIG["joint_attention_dim"])
+    assert pooled.shape == (3, tb.TRANSFORMER_CONFIG["pooled_projection_dim"])
+    assert prompt.dtype == torch.float32
+    with pytest.raises(ValueError, match="class id"):
+        tb.testbed_prompt_embeds([tb.NULL_CLASS_ID + 1])
+
+
+def test_pipeline_structure(pipe: tb.FluxPipeline) -> None:
+    assert isinstance(pipe.transformer, tb.FluxTransformer2DModel)
+    assert len(pipe.transformer.transformer_blocks) == 4
+    assert len(pipe.transformer.single_transformer_blocks) == 8
+    assert pipe.vae_scale_factor == 4
+
+
+def test_samples_have_the_requested_colour(pipe: tb.FluxPipeline) -> None:
+    images = tb.sample_classes(pipe, range(tb.NUM_CLASSES), seed=0, num_inference_steps=28)  # (12, 64, 64, 3)
+    got = [tb.dominant_color(image) for image in images]
+    expected = [tb.class_shape_and_color(c)[1] for c in range(tb.NUM_CLASSES)]
+    hits = sum(g == e for g, e in zip(got, expected))
+    assert hits >= MIN_COLOR_HITS, f"{hits}/12 correct: got {got}"
+
+
+def test_pipeline_is_deterministic_with_fixed_seed(pipe: tb.FluxPipeline) -> None:
+    first = tb.sample_classes(pipe, [0, 7], seed=3, num_inference_steps=8)
+    second = tb.sample_classes(pipe, [0, 7], seed=3, num_inference_steps=8)
+    np.testing.assert_array_equal(first, second)
+    other_seed = tb.sample_classes(pipe, [0, 7], seed=4, num_inference_steps=8)
+    assert not np.array_equal(first, other_seed)
+
+
+def test_true_cfg_with_null_class_runs(pipe: tb.FluxPipeline) -> None:
+    images = tb.sample_classes(pipe, [2], seed=0, num_inference_steps=4, true_cfg_scale=2.0)
+    assert images.shape == (1, 64, 64, 3)
+
+
+def test_wide_pipeline_builds_and_runs() -> None:
+    wide = tb.build_wide_pipeline(seed=0)
+    assert len(wide.transformer.transformer_blocks) == 4
+    assert len(wide.transformer.single_transformer_blocks) == 8
+    prompt, pooled = tb.wide_prompt_embeds(batch=1)
+    out = wide(
+        prompt_embeds=prompt,
+        pooled_prompt_embeds=pooled,
+        height=tb.WIDE_IMAGE_SIZE,
+        width=tb.WIDE_IMAGE_SIZE,
+        num_inference_steps=2,
+        generator=torch.Generator().manual_seed(0),
+        output_type="latent",
+    ).images
+    assert torch.isfinite(out).all()
