@@ -222,3 +222,23 @@ def test_bn_compute_blocks_ids_reuse_the_other_bn_blocks(
     assert cache_dit.summary(pipe).cached_steps == [2, 3, 4, 5, 6, 7]
     branches = 2 if case.separate_cfg else 1
     assert counts == {4: expected_calls_of_block_4 * branches, 5: 8 * branches}
+
+
+def test_disable_after_someone_wrapped_the_transformer_keeps_their_wrapper(case):
+    """Offload hooks (accelerate) wrap `forward` as an instance attribute too; removing ours must keep theirs."""
+    pipe = case.build()
+    ref = case.run(pipe)
+    apply_cache_on_pipe(pipe, **db_options())
+    calls = []
+    inner = pipe.transformer.forward
+
+    def outer(*args, **kwargs):
+        calls.append(1)
+        return inner(*args, **kwargs)
+
+    pipe.transformer.forward = outer
+    with pytest.warns(RuntimeWarning, match="wrapped again"):
+        cache_dit.disable_cache(pipe)
+    assert pipe.transformer.forward is outer
+    assert torch.equal(case.run(pipe), ref)
+    assert calls

@@ -66,8 +66,9 @@ class _Pass:
 class _Patch:
     obj: Any
     attr: str
-    had_own: bool
+    had_own: bool  # the instance had its own attribute before (else the class's was in use)
     old: Any
+    new: Any
 
 
 class CacheRunner:
@@ -117,6 +118,7 @@ class CacheRunner:
             ]
 
         self.call = self._new_call()
+        self.active = False  # True between install() and uninstall()
         self.pipeline_managed = False
         self._pass: _Pass | None = None
         self._context: tuple[str, dict[str, Any]] | None = None
@@ -147,25 +149,41 @@ class CacheRunner:
             for idx, block in enumerate(self.blocks):
                 self._set(block, "forward", functools.partial(self._run_block, idx, block.forward))
             object.__setattr__(self.transformer, RUNNER_ATTR, self)
+            self.active = True
         except BaseException:
             self.uninstall()
             raise
 
     def uninstall(self) -> None:
-        """Restore every patched attribute exactly (an own attribute is put back, a class one un-shadowed)."""
+        """Restore every patched attribute exactly (an own attribute is put back, a class one un-shadowed).
+
+        Where something else wrapped our wrapper afterwards (e.g. accelerate's offload hooks), removing ours
+        would drop theirs too: ours stays in their chain but is switched off (it passes every call through).
+        """
+        self.active = False
+        wrapped_over = []
         for patch in reversed(self._patches):
+            if patch.obj.__dict__.get(patch.attr) is not patch.new:
+                wrapped_over.append(f"{type(patch.obj).__name__}.{patch.attr}")
+                continue
             if patch.had_own:
                 object.__setattr__(patch.obj, patch.attr, patch.old)
             else:
                 patch.obj.__dict__.pop(patch.attr, None)
         self._patches.clear()
+        if wrapped_over:
+            self._warn_once(
+                "wrapped-over",
+                f"{', '.join(wrapped_over[:3])} were wrapped again after the cache was applied; the cache's "
+                "wrappers stay inside those and pass every call through",
+            )
         if self.transformer.__dict__.get(RUNNER_ATTR) is self:
             del self.transformer.__dict__[RUNNER_ATTR]
         self._pass = None
 
     def _set(self, obj: Any, attr: str, value: Any) -> None:
         had_own = attr in obj.__dict__
-        self._patches.append(_Patch(obj, attr, had_own, obj.__dict__.get(attr)))
+        self._patches.append(_Patch(obj, attr, had_own, obj.__dict__.get(attr), value))
         object.__setattr__(obj, attr, value)
 
     # ------------------------------------------------------------------------------------------------------
@@ -208,7 +226,7 @@ class CacheRunner:
             self._context = previous
 
     def _transformer_forward(self, orig: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
-        if self._pass is not None:  # re-entrant call: leave it alone
+        if self._pass is not None or not self.active:  # re-entrant call, or a removed cache: leave it alone
             return orig(*args, **kwargs)
         self._pass = self._open_pass(args, kwargs)
         ok = False
