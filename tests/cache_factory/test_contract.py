@@ -8,6 +8,7 @@ import torch
 import cache_dit
 from cache_dit.cache_factory import CacheType, apply_cache_on_pipe
 from cache_dit.cache_factory.runner import RUNNER_ATTR
+from cache_dit.testing.cases import count_block_calls
 
 FORCE = 100.0  # a threshold every diff is below: caching is decided by warmup/max rules alone
 
@@ -196,20 +197,7 @@ def test_bn_compute_blocks_ids_reuse_the_other_bn_blocks(
 ):
     """F1B2 with only Bn position 1 (block 5) listed: block 4 reuses its residual on cached steps when allowed."""
     pipe = case.build()
-    counts = {}
-    blocks = [
-        *getattr(pipe.transformer, "transformer_blocks", []),
-        *getattr(pipe.transformer, "single_transformer_blocks", []),
-        *getattr(pipe.transformer, "blocks", []),
-    ]
-    for idx in (4, 5):
-        original = blocks[idx].forward
-
-        def counting(*args, _idx=idx, _original=original, **kwargs):
-            counts[_idx] = counts.get(_idx, 0) + 1
-            return _original(*args, **kwargs)
-
-        blocks[idx].forward = counting
+    counts, _ = count_block_calls(pipe.transformer)
     apply_cache_on_pipe(
         pipe,
         **db_options(
@@ -221,7 +209,7 @@ def test_bn_compute_blocks_ids_reuse_the_other_bn_blocks(
     case.run(pipe)
     assert cache_dit.summary(pipe).cached_steps == [2, 3, 4, 5, 6, 7]
     branches = 2 if case.separate_cfg else 1
-    assert counts == {4: expected_calls_of_block_4 * branches, 5: 8 * branches}
+    assert (counts[4], counts[5]) == (expected_calls_of_block_4 * branches, 8 * branches)
 
 
 def test_disable_after_someone_wrapped_the_transformer_keeps_their_wrapper(case):

@@ -7,6 +7,7 @@ import torch
 
 import cache_dit
 from cache_dit.cache_factory import apply_cache_on_pipe
+from cache_dit.testing.cases import count_block_calls
 
 FORCE = 100.0
 
@@ -22,26 +23,9 @@ def prune_options(**overrides):
     return {**options, **overrides}
 
 
-def count_block_calls(pipe):
-    """Wrap each block's forward (before the cache is applied) to count real computations and keep inputs."""
-    counts, inputs = {}, {}
-    blocks = [*getattr(pipe.transformer, "transformer_blocks", []), *getattr(pipe.transformer, "blocks", [])]
-    blocks += list(getattr(pipe.transformer, "single_transformer_blocks", []))
-    for idx, block in enumerate(blocks):
-        original = block.forward
-
-        def counting(*args, _idx=idx, _original=original, **kwargs):
-            counts[_idx] = counts.get(_idx, 0) + 1
-            inputs.setdefault(_idx, []).append(kwargs.get("hidden_states", args[0] if args else None))
-            return _original(*args, **kwargs)
-
-        block.forward = counting
-    return counts, inputs
-
-
 def test_first_last_and_listed_blocks_are_never_pruned(case):
     pipe = case.build()
-    counts, _ = count_block_calls(pipe)
+    counts, _ = count_block_calls(pipe.transformer)
     apply_cache_on_pipe(pipe, **prune_options(non_prune_blocks_ids=[3]))
     steps = 6
     case.run(pipe, steps=steps)
@@ -85,7 +69,7 @@ def test_pruned_output_differs_but_stays_close(case):
 def test_residual_cache_refreshes_on_interval_steps(case, steps, last_refresh):
     """No pruning (warmup beyond the run): each block stores its input only on steps with step % 3 == 0."""
     pipe = case.build()
-    _, inputs = count_block_calls(pipe)
+    _, inputs = count_block_calls(pipe.transformer)
     apply_cache_on_pipe(pipe, **prune_options(warmup_steps=100, residual_cache_update_interval=3))
     case.run(pipe, steps=steps)
     runner = pipe.transformer._cache_dit_runner
@@ -97,7 +81,7 @@ def test_residual_cache_refreshes_on_interval_steps(case, steps, last_refresh):
         assert stored[idx].hidden_in is seen[last_refresh]
 
 
-def test_dynamic_threshold_prunes_at_least_as_much(case):
+def test_dynamic_threshold_changes_decisions_and_prunes_at_least_as_much(case):
     pipe = case.build()
     apply_cache_on_pipe(pipe, **prune_options(residual_diff_threshold=0.05))
     case.run(pipe)
@@ -107,5 +91,6 @@ def test_dynamic_threshold_prunes_at_least_as_much(case):
     )
     case.run(pipe)
     dynamic = cache_dit.summary(pipe)
-    assert sum(dynamic.pruned_blocks) >= sum(base.pruned_blocks)
-    assert dynamic.pruned_steps >= 1
+    # the relaxed threshold is never below the base one: it changes decisions, and here prunes more
+    assert dynamic.pruned_blocks != base.pruned_blocks
+    assert sum(dynamic.pruned_blocks) > sum(base.pruned_blocks)

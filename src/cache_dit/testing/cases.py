@@ -46,22 +46,11 @@ def _run_flux(
 def _run_flux_fill(
     pipe: Any, steps: int = 8, size: int = 32, seed: int = 0, cfg: bool = False, **extra: Any
 ) -> torch.Tensor:
-    pe, pooled = tiny.flux_prompt_embeds()
+    """FLUX Fill: the FLUX call plus an image and a centred square mask to fill."""
     image = torch.rand(1, 3, size, size, generator=torch.Generator().manual_seed(1))
     mask = torch.zeros(1, 1, size, size)
     mask[..., size // 4 : 3 * size // 4, size // 4 : 3 * size // 4] = 1
-    return pipe(
-        prompt_embeds=pe,
-        pooled_prompt_embeds=pooled,
-        image=image,
-        mask_image=mask,
-        height=size,
-        width=size,
-        num_inference_steps=steps,
-        generator=torch.Generator().manual_seed(seed),
-        output_type="pt",
-        **extra,
-    ).images
+    return _run_flux(pipe, steps, size, seed, cfg, image=image, mask_image=mask, **extra)
 
 
 def _run_wan(
@@ -107,3 +96,27 @@ MODEL_CASES = [
 
 
 CASES = {c.name: c for c in MODEL_CASES}
+
+
+def count_block_calls(transformer: torch.nn.Module) -> tuple[dict[int, int], dict[int, list[Any]]]:
+    """Wrap every block's forward (before a cache is applied) to count real computations and keep inputs.
+
+    Returns (calls per global block id, hidden-states inputs per block id), in the adapter's block order.
+    A block the cache skips never reaches the counter.
+    """
+    from cache_dit.cache_factory.adapters import find_adapter
+
+    counts: dict[int, int] = {}
+    inputs: dict[int, list[Any]] = {}
+    for idx, (block, io) in enumerate(find_adapter(transformer).blocks(transformer)):
+        original = block.forward
+
+        def counting(
+            *args: Any, _idx: int = idx, _original: Any = original, _io: Any = io, **kwargs: Any
+        ) -> Any:
+            counts[_idx] = counts.get(_idx, 0) + 1
+            inputs.setdefault(_idx, []).append(_io.hidden_arg.get(args, kwargs))
+            return _original(*args, **kwargs)
+
+        block.forward = counting
+    return counts, inputs
