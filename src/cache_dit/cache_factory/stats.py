@@ -4,12 +4,60 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from .state import CallState
+from .state import BranchState, CallState
+
+# Branch names pipelines mark (diffusers' `transformer.cache_context(name)`), by role. A pipeline that batches
+# cond and uncond into one call ("cond_uncond": Mochi, CogVideoX) caches that call as one branch: one decision
+# for the whole batch; its stats fill the conditional fields.
+COND_NAMES = ("cond", "pred_cond", "cond_uncond")
+UNCOND_NAMES = ("uncond", "pred_uncond")
+
+
+@dataclass
+class BranchStats:
+    """What the cache did on one branch (a sequence of transformer calls the pipeline marks with one name).
+
+    Attributes:
+        name: the branch's mark ("cond", "uncond", "pred_cond", "cond_uncond", ...; "cond" when unmarked).
+        num_steps: transformer calls on this branch.
+        cached_steps / residual_diffs / pruned_blocks / actual_blocks / pruned_steps: as in `CacheStats`.
+    """
+
+    name: str
+    num_steps: int = 0
+    cached_steps: list[int] = field(default_factory=list)
+    residual_diffs: dict[int, float] = field(default_factory=dict)
+    pruned_blocks: list[int] = field(default_factory=list)
+    actual_blocks: list[int] = field(default_factory=list)
+    pruned_steps: int = 0
+
+    @classmethod
+    def from_branch(cls, branch: BranchState) -> BranchStats:
+        return cls(
+            name=branch.name,
+            num_steps=branch.calls,
+            cached_steps=list(branch.cached_steps),
+            residual_diffs=dict(branch.residual_diffs),
+            pruned_blocks=list(branch.pruned_blocks),
+            actual_blocks=list(branch.actual_blocks),
+            pruned_steps=branch.pruned_steps,
+        )
+
+    @property
+    def batched_cfg(self) -> bool:
+        """Cond and uncond ran as one batched call: every decision here covered both."""
+        return self.name == "cond_uncond"
 
 
 @dataclass
 class CacheStats:
-    """Stats of the last pipeline call. `cfg_*` fields describe the unconditional (CFG) branch.
+    """Stats of the last pipeline call.
+
+    Every branch the pipeline used is in `branches`, by its name, in order of first use. The flat fields are
+    shortcuts: the unprefixed ones describe the conditional branch ("cond", "pred_cond", or the batched
+    "cond_uncond" of Mochi/CogVideoX; a single branch of any other name counts as conditional too), the
+    `cfg_*` ones the unconditional branch ("uncond" or "pred_uncond"); they stay empty for a role the pipeline
+    did not run.
 
     Attributes:
         cache_type: the cache type in use ("NONE" when no cache is applied).
@@ -19,7 +67,8 @@ class CacheStats:
             warmup steps included). DBPrune: the mean of the block diffs measured in that step.
         pruned_blocks / actual_blocks: per step, blocks pruned / computed (DBPrune).
         pruned_steps: steps with at least one pruned block (DBPrune).
-        pruned_ratio: percent of all block calls pruned, both branches (DBPrune).
+        pruned_ratio: percent of all block calls pruned, all branches (DBPrune).
+        branches: branch name -> `BranchStats`, for every branch the pipeline used.
     """
 
     cache_type: str = "NONE"
@@ -36,19 +85,22 @@ class CacheStats:
     cfg_actual_blocks: list[int] = field(default_factory=list)
     cfg_pruned_steps: int = 0
     pruned_ratio: float = 0.0
+    branches: dict[str, BranchStats] = field(default_factory=dict)
 
     @classmethod
     def from_call(cls, cache_type: str, call: CallState) -> CacheStats:
         stats = cls(cache_type=cache_type)
-        for name, prefix in (("cond", ""), ("uncond", "cfg_")):
-            branch = call.branches.get(name)
+        stats.branches = {name: BranchStats.from_branch(b) for name, b in call.branches.items()}
+        cond = _first(stats.branches, COND_NAMES)
+        uncond = _first(stats.branches, UNCOND_NAMES)
+        if cond is None and uncond is None and len(stats.branches) == 1:
+            cond = next(iter(stats.branches.values()))
+        for branch, prefix in ((cond, ""), (uncond, "cfg_")):
             if branch is None:
                 continue
-            setattr(stats, f"{prefix}num_steps", branch.calls)
-            setattr(stats, f"{prefix}cached_steps", list(branch.cached_steps))
-            setattr(stats, f"{prefix}residual_diffs", dict(branch.residual_diffs))
-            setattr(stats, f"{prefix}pruned_blocks", list(branch.pruned_blocks))
-            setattr(stats, f"{prefix}actual_blocks", list(branch.actual_blocks))
+            for name in ("num_steps", "cached_steps", "residual_diffs", "pruned_blocks", "actual_blocks"):
+                value = getattr(branch, name)
+                setattr(stats, f"{prefix}{name}", value.copy() if hasattr(value, "copy") else value)
             setattr(stats, f"{prefix}pruned_steps", branch.pruned_steps)
         pruned = sum(sum(b.pruned_blocks) for b in call.branches.values())
         total = pruned + sum(sum(b.actual_blocks) for b in call.branches.values())
@@ -57,22 +109,28 @@ class CacheStats:
 
     def __str__(self) -> str:
         lines = [f"cache_type: {self.cache_type}"]
-        for prefix, label in (("", "cond"), ("cfg_", "uncond")):
-            n = getattr(self, f"{prefix}num_steps")
-            if not n:
+        for branch in self.branches.values():
+            if not branch.num_steps:
                 continue
-            cached = getattr(self, f"{prefix}cached_steps")
-            diffs = getattr(self, f"{prefix}residual_diffs")
-            lines.append(f"[{label}] steps: {n}, cached: {len(cached)} {cached}")
-            if diffs:
-                shown = ", ".join(f"{k}: {v:.4f}" for k, v in sorted(diffs.items()))
+            label = branch.name
+            note = " (cond+uncond batched: one decision for both)" if branch.batched_cfg else ""
+            cached = branch.cached_steps
+            lines.append(f"[{label}] steps: {branch.num_steps}, cached: {len(cached)} {cached}{note}")
+            if branch.residual_diffs:
+                shown = ", ".join(f"{k}: {v:.4f}" for k, v in sorted(branch.residual_diffs.items()))
                 lines.append(f"[{label}] residual diffs: {{{shown}}}")
-            pruned = getattr(self, f"{prefix}pruned_blocks")
-            if pruned:
+            if branch.pruned_blocks:
                 lines.append(
-                    f"[{label}] pruned steps: {getattr(self, f'{prefix}pruned_steps')}, "
-                    f"pruned blocks per step: {pruned}"
+                    f"[{label}] pruned steps: {branch.pruned_steps}, "
+                    f"pruned blocks per step: {branch.pruned_blocks}"
                 )
-        if self.pruned_blocks or self.cfg_pruned_blocks:
+        if any(b.pruned_blocks for b in self.branches.values()):
             lines.append(f"pruned ratio: {self.pruned_ratio:.2f}%")
         return "\n".join(lines)
+
+
+def _first(branches: dict[str, BranchStats], names: tuple[str, ...]) -> BranchStats | None:
+    for name in names:
+        if name in branches:
+            return branches[name]
+    return None

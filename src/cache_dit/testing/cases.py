@@ -5,8 +5,10 @@ Shared by the tests and the benchmarks; every run is seeded and tiny (a fraction
 
 from __future__ import annotations
 
+import functools
+import warnings
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
@@ -22,6 +24,11 @@ class ModelCase:
     num_blocks: int
     separate_cfg: bool  # the pipeline runs CFG as two transformer calls per step
     alt_size: int  # a second resolution the pipeline accepts
+    # conditioning inputs beyond the prompt: run() keyword -> make(size, seed) giving a value for it (I2V's first
+    # frame, FLF2V's last frame, Fill's mask); run() makes its own default when the keyword is left out
+    conditioning: dict[str, Callable[[int, int], Any]] = field(default_factory=dict)
+    batched_cfg: bool = False  # the pipeline batches cond/uncond into one call marked "cond_uncond"
+    size: int = 32  # run()'s default resolution
 
 
 def _run_flux(
@@ -43,14 +50,36 @@ def _run_flux(
     ).images
 
 
-def _run_flux_fill(
-    pipe: Any, steps: int = 8, size: int = 32, seed: int = 0, cfg: bool = False, **extra: Any
-) -> torch.Tensor:
-    """FLUX Fill: the FLUX call plus an image and a centred square mask to fill."""
-    image = torch.rand(1, 3, size, size, generator=torch.Generator().manual_seed(1))
+def _fill_image(size: int, seed: int = 1) -> torch.Tensor:
+    return torch.rand(1, 3, size, size, generator=torch.Generator().manual_seed(seed))
+
+
+def _fill_mask(size: int, seed: int = 0) -> torch.Tensor:
+    """seed 0: a centred square; other seeds: a random rectangle of at least a quarter of each side."""
     mask = torch.zeros(1, 1, size, size)
-    mask[..., size // 4 : 3 * size // 4, size // 4 : 3 * size // 4] = 1
-    return _run_flux(pipe, steps, size, seed, cfg, image=image, mask_image=mask, **extra)
+    if seed == 0:
+        mask[..., size // 4 : 3 * size // 4, size // 4 : 3 * size // 4] = 1
+        return mask
+    g = torch.Generator().manual_seed(seed)
+    top, left = (int(v) for v in torch.randint(0, size // 2, (2,), generator=g))
+    mask[..., top : top + size // 2, left : left + size // 2] = 1
+    return mask
+
+
+def _run_flux_fill(
+    pipe: Any,
+    steps: int = 8,
+    size: int = 32,
+    seed: int = 0,
+    cfg: bool = False,
+    image: Any = None,
+    mask_image: Any = None,
+    **extra: Any,
+) -> torch.Tensor:
+    """FLUX Fill: the FLUX call plus an image and a mask to fill (default: a centred square)."""
+    image = _fill_image(size) if image is None else image
+    mask_image = _fill_mask(size) if mask_image is None else mask_image
+    return _run_flux(pipe, steps, size, seed, cfg, image=image, mask_image=mask_image, **extra)
 
 
 def _run_wan(
@@ -64,6 +93,121 @@ def _run_wan(
         num_frames=5,
         num_inference_steps=steps,
         guidance_scale=5.0 if cfg else 1.0,
+        generator=torch.Generator().manual_seed(seed),
+        output_type="pt",
+        **extra,
+    ).frames
+
+
+def _run_mochi(
+    pipe: Any, steps: int = 8, size: int = 32, seed: int = 0, cfg: bool = True, **extra: Any
+) -> torch.Tensor:
+    pe, mask = tiny.mochi_prompt_embeds()
+    npe, nmask = tiny.mochi_prompt_embeds(seed=1)
+    with warnings.catch_warnings():
+        # Mochi's RoPE asks for float32 CPU autocast, which torch declines with a warning (harmless)
+        warnings.filterwarnings("ignore", message="In CPU autocast", category=UserWarning)
+        return _call_mochi(pipe, pe, mask, npe, nmask, steps, size, seed, cfg, extra)
+
+
+def _call_mochi(pipe, pe, mask, npe, nmask, steps, size, seed, cfg, extra) -> torch.Tensor:
+    return pipe(
+        prompt_embeds=pe,
+        prompt_attention_mask=mask,
+        negative_prompt_embeds=npe,
+        negative_prompt_attention_mask=nmask,
+        height=size,
+        width=size,
+        num_frames=7,  # 2 latent frames (temporal factor 6)
+        num_inference_steps=steps,
+        guidance_scale=4.5 if cfg else 1.0,
+        generator=torch.Generator().manual_seed(seed),
+        output_type="pt",
+        **extra,
+    ).frames
+
+
+def _run_cogvideox(
+    pipe: Any, steps: int = 8, size: int = 32, seed: int = 0, cfg: bool = True, **extra: Any
+) -> torch.Tensor:
+    # 9 frames = 3 latent frames; CogVideoX 1.5 (patch_size_t=2) pads them to 4
+    return pipe(
+        prompt_embeds=tiny.cogvideox_prompt_embeds(),
+        negative_prompt_embeds=tiny.cogvideox_prompt_embeds(seed=1),
+        height=size,
+        width=size,
+        num_frames=9,
+        num_inference_steps=steps,
+        guidance_scale=6.0 if cfg else 1.0,
+        generator=torch.Generator().manual_seed(seed),
+        output_type="pt",
+        max_sequence_length=tiny.COGVIDEOX_TEXT_LEN,
+        **extra,
+    ).frames
+
+
+def _run_cogvideox_i2v(
+    pipe: Any,
+    steps: int = 8,
+    size: int = 32,
+    seed: int = 0,
+    cfg: bool = True,
+    image: Any = None,
+    **extra: Any,
+) -> torch.Tensor:
+    image = tiny.random_image(size, seed=1) if image is None else image
+    return _run_cogvideox(pipe, steps, size, seed, cfg, image=image, **extra)
+
+
+def _run_wan_i2v(
+    pipe: Any,
+    steps: int = 8,
+    size: int = 16,
+    seed: int = 0,
+    cfg: bool = True,
+    image: Any = None,
+    **extra: Any,
+) -> torch.Tensor:
+    """Wan I2V: first frame `image`; FLF2V passes `last_image` too."""
+    image = tiny.random_image(size, seed=1) if image is None else image
+    return _run_wan(pipe, steps, size, seed, cfg, image=image, **extra)
+
+
+def _run_wan_flf2v(
+    pipe: Any,
+    steps: int = 8,
+    size: int = 16,
+    seed: int = 0,
+    cfg: bool = True,
+    last_image: Any = None,
+    **extra: Any,
+) -> torch.Tensor:
+    last_image = tiny.random_image(size, seed=2) if last_image is None else last_image
+    return _run_wan_i2v(pipe, steps, size, seed, cfg, last_image=last_image, **extra)
+
+
+def _run_hunyuan_video(
+    pipe: Any, steps: int = 8, size: int = 16, seed: int = 0, cfg: bool = False, **extra: Any
+) -> torch.Tensor:
+    """Guidance-distilled (the `guidance` embedding); `cfg=True` adds true CFG: a second, marked call per step."""
+    pe, pooled, mask = tiny.hunyuan_video_prompt_embeds()
+    if cfg:
+        npe, npooled, nmask = tiny.hunyuan_video_prompt_embeds(seed=1)
+        extra.update(
+            negative_prompt_embeds=npe,
+            negative_pooled_prompt_embeds=npooled,
+            negative_prompt_attention_mask=nmask,
+            true_cfg_scale=2.0,
+        )
+    return pipe(
+        prompt_embeds=pe,
+        pooled_prompt_embeds=pooled,
+        prompt_attention_mask=mask,
+        height=size,
+        width=size,
+        num_frames=5,
+        num_inference_steps=steps,
+        guidance_scale=6.0,
         generator=torch.Generator().manual_seed(seed),
         output_type="pt",
         **extra,
@@ -90,8 +234,80 @@ MODEL_CASES = [
         num_blocks=6,
         separate_cfg=False,
         alt_size=48,
+        conditioning={"image": lambda size, seed: _fill_image(size, seed), "mask_image": _fill_mask},
     ),
-    ModelCase("wan", _quiet(tiny.tiny_wan_pipeline), _run_wan, num_blocks=6, separate_cfg=True, alt_size=32),
+    ModelCase(
+        "wan", _quiet(tiny.tiny_wan_pipeline), _run_wan, num_blocks=6, separate_cfg=True, alt_size=32, size=16
+    ),
+    ModelCase(
+        "wan_i2v",
+        _quiet(tiny.tiny_wan_i2v_pipeline),
+        _run_wan_i2v,
+        num_blocks=6,
+        separate_cfg=True,
+        alt_size=32,
+        size=16,
+        conditioning={"image": lambda size, seed: tiny.random_image(size, seed)},
+    ),
+    ModelCase(
+        "wan_flf2v",
+        _quiet(functools.partial(tiny.tiny_wan_i2v_pipeline, flf2v=True)),
+        _run_wan_flf2v,
+        num_blocks=6,
+        separate_cfg=True,
+        alt_size=32,
+        size=16,
+        conditioning={
+            "image": lambda size, seed: tiny.random_image(size, seed),
+            "last_image": lambda size, seed: tiny.random_image(size, seed),
+        },
+    ),
+    ModelCase(
+        "mochi",
+        _quiet(tiny.tiny_mochi_pipeline),
+        _run_mochi,
+        num_blocks=6,
+        separate_cfg=False,
+        alt_size=48,
+        batched_cfg=True,
+    ),
+    ModelCase(
+        "cogvideox",
+        _quiet(tiny.tiny_cogvideox_pipeline),
+        _run_cogvideox,
+        num_blocks=6,
+        separate_cfg=False,
+        alt_size=48,
+        batched_cfg=True,
+    ),
+    ModelCase(
+        "cogvideox1.5",
+        _quiet(functools.partial(tiny.tiny_cogvideox_pipeline, version="1.5")),
+        _run_cogvideox,
+        num_blocks=6,
+        separate_cfg=False,
+        alt_size=48,
+        batched_cfg=True,
+    ),
+    ModelCase(
+        "cogvideox_i2v",
+        _quiet(tiny.tiny_cogvideox_i2v_pipeline),
+        _run_cogvideox_i2v,
+        num_blocks=6,
+        separate_cfg=False,
+        alt_size=48,
+        batched_cfg=True,
+        conditioning={"image": lambda size, seed: tiny.random_image(size, seed)},
+    ),
+    ModelCase(
+        "hunyuan_video",
+        _quiet(tiny.tiny_hunyuan_video_pipeline),
+        _run_hunyuan_video,
+        num_blocks=6,
+        separate_cfg=False,
+        alt_size=32,
+        size=16,
+    ),
 ]
 
 

@@ -167,4 +167,4 @@ def _load_builtin() -> None:
     if _loaded:
         return
     _loaded = True
-    from . import flux, wan  # noqa: F401
+    from . import cogvideox, flux, hunyuan_video, mochi, wan  # noqa: F401

@@ -1,4 +1,8 @@
-"""Wan 2.1: one list of blocks; the text states are a constant side input, only the video stream flows."""
+"""Wan 2.1: one list of blocks; the text states are a constant side input, only the video stream flows.
+
+I2V and FLF2V use the same transformer class with image inputs (CLIP tokens joined to the text tokens before
+the blocks, conditioning latents concatenated to the noise): the blocks and this layout are unchanged.
+"""
 
 from diffusers import WanTransformer3DModel
 
@@ -19,6 +23,6 @@ register_adapter(
         block_lists=(("blocks", _WAN_BLOCK),),
         timestep_arg=ArgSpec("timestep", 1),
         separate_cfg=True,
-        pipelines=("WanPipeline",),
+        pipelines=("WanPipeline", "WanImageToVideoPipeline"),
     ),
 )
