@@ -29,6 +29,10 @@ class ModelCase:
     conditioning: dict[str, Callable[[int, int], Any]] = field(default_factory=dict)
     batched_cfg: bool = False  # the pipeline batches cond/uncond into one call marked "cond_uncond"
     size: int = 32  # run()'s default resolution
+    # a DBPrune threshold inside this model's range of per-block input diffs (tests of the dynamic threshold);
+    # tiny random weights give each model its own range (CogVideoX's sit around 0.3-0.7, Mochi's early ones
+    # near 0.008)
+    prune_threshold: float = 0.05
 
 
 def _run_flux(
@@ -270,6 +274,7 @@ MODEL_CASES = [
         separate_cfg=False,
         alt_size=48,
         batched_cfg=True,
+        prune_threshold=0.006,
     ),
     ModelCase(
         "cogvideox",
@@ -279,6 +284,7 @@ MODEL_CASES = [
         separate_cfg=False,
         alt_size=48,
         batched_cfg=True,
+        prune_threshold=0.4,
     ),
     ModelCase(
         "cogvideox1.5",
@@ -288,6 +294,7 @@ MODEL_CASES = [
         separate_cfg=False,
         alt_size=48,
         batched_cfg=True,
+        prune_threshold=0.4,
     ),
     ModelCase(
         "cogvideox_i2v",
@@ -298,6 +305,7 @@ MODEL_CASES = [
         alt_size=48,
         batched_cfg=True,
         conditioning={"image": lambda size, seed: tiny.random_image(size, seed)},
+        prune_threshold=0.4,
     ),
     ModelCase(
         "hunyuan_video",
@@ -307,6 +315,7 @@ MODEL_CASES = [
         separate_cfg=False,
         alt_size=32,
         size=16,
+        prune_threshold=0.017,
     ),
 ]
 
