@@ -1,50 +1,46 @@
-"""FLUX.1-dev with DBCache: uncached vs cached, time and PSNR (needs the model weights and a GPU).
+"""FLUX.1-dev text-to-image with cache-dit (57 blocks: 19 dual-stream + 38 single-stream; no CFG call).
 
-python examples/run_flux.py --model black-forest-labs/FLUX.1-dev --steps 28
+python examples/run_flux.py --model-path black-forest-labs/FLUX.1-dev --cache DBCache --Fn 8 --Bn 8 --rdt 0.12 \
+    --taylorseer --order 1 --compare
+python examples/run_flux.py --tiny --compare
 """
 
 from __future__ import annotations
 
-import argparse
-import time
-
-import numpy as np
-import torch
-from diffusers import FluxPipeline
-
-import cache_dit
-from cache_dit.cache_factory import CacheType, apply_cache_on_pipe
+from common import Example, from_pretrained, main, tensor_frames, torch_dtype
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--model", default="black-forest-labs/FLUX.1-dev")
-    parser.add_argument("--prompt", default="A cat holding a sign that says hello world")
-    parser.add_argument("--steps", type=int, default=28)
-    parser.add_argument("--threshold", type=float, default=0.12)
-    args = parser.parse_args()
+def load(args):
+    from diffusers import FluxPipeline
 
-    pipe = FluxPipeline.from_pretrained(args.model, torch_dtype=torch.bfloat16).to("cuda")
+    return from_pretrained(FluxPipeline, args.model_path, torch_dtype(args)).to(args.device)
 
-    def generate() -> tuple[np.ndarray, float]:
-        start = time.perf_counter()
-        image = pipe(
-            args.prompt, num_inference_steps=args.steps, generator=torch.Generator("cpu").manual_seed(0)
-        ).images[0]
-        return np.asarray(image), time.perf_counter() - start
 
-    reference, base_time = generate()
-    options = CacheType.default_options(CacheType.DBCache)
-    options.update(residual_diff_threshold=args.threshold)
-    apply_cache_on_pipe(pipe, **options)
-    cached, cached_time = generate()
-    print(cache_dit.summary(pipe))
-    mse = np.mean((reference.astype(np.float64) - cached.astype(np.float64)) ** 2)
-    psnr = float("inf") if mse == 0 else 10 * np.log10(255.0**2 / mse)
-    print(
-        f"uncached {base_time:.2f}s, cached {cached_time:.2f}s ({base_time / cached_time:.2f}x), PSNR {psnr:.2f} dB"
-    )
+def generate(pipe, args, steps):
+    import torch
 
+    images = pipe(
+        args.prompt,
+        height=args.height,
+        width=args.width,
+        num_inference_steps=steps,
+        guidance_scale=3.5,
+        generator=torch.Generator("cpu").manual_seed(args.seed),
+        output_type="pt",
+    ).images
+    return tensor_frames(images)
+
+
+EXAMPLE = Example(
+    name="flux",
+    pipeline="FluxPipeline",
+    default_model="black-forest-labs/FLUX.1-dev",
+    kind="image",
+    load=load,
+    generate=generate,
+    tiny_cases=("flux",),
+    defaults={"steps": 28, "height": 1024, "width": 1024},
+)
 
 if __name__ == "__main__":
-    main()
+    main(EXAMPLE)
