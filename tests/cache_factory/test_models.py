@@ -110,7 +110,9 @@ def test_batched_cfg_is_one_branch_with_one_decision_per_step(name):
     assert stats.cfg_num_steps == 0 and stats.cfg_cached_steps == []
     assert counts[2] == 2  # a middle block: computed at steps 0 and 1 only, for both halves at once
     assert all(x.shape[0] == 2 for x in inputs[2])
-    assert "[cond_uncond] steps: 8, cached: 6" in str(stats) and "one decision for both" in str(stats)
+    assert "[cond_uncond] steps: 8, cached: 6" in str(stats) and "one decision for the whole batch" in str(
+        stats
+    )
 
 
 def test_hunyuan_video_true_cfg_uses_two_marked_branches():

@@ -45,7 +45,8 @@ class BranchStats:
 
     @property
     def batched_cfg(self) -> bool:
-        """Cond and uncond ran as one batched call: every decision here covered both."""
+        """The pipeline's batched call ("cond_uncond"; cond + uncond when CFG is on): every decision here
+        covered the whole batch."""
         return self.name == "cond_uncond"
 
 
@@ -113,7 +114,7 @@ class CacheStats:
             if not branch.num_steps:
                 continue
             label = branch.name
-            note = " (cond+uncond batched: one decision for both)" if branch.batched_cfg else ""
+            note = " (batched call: one decision for the whole batch)" if branch.batched_cfg else ""
             cached = branch.cached_steps
             lines.append(f"[{label}] steps: {branch.num_steps}, cached: {len(cached)} {cached}{note}")
             if branch.residual_diffs:

@@ -111,24 +111,20 @@ def _run_mochi(
     with warnings.catch_warnings():
         # Mochi's RoPE asks for float32 CPU autocast, which torch declines with a warning (harmless)
         warnings.filterwarnings("ignore", message="In CPU autocast", category=UserWarning)
-        return _call_mochi(pipe, pe, mask, npe, nmask, steps, size, seed, cfg, extra)
-
-
-def _call_mochi(pipe, pe, mask, npe, nmask, steps, size, seed, cfg, extra) -> torch.Tensor:
-    return pipe(
-        prompt_embeds=pe,
-        prompt_attention_mask=mask,
-        negative_prompt_embeds=npe,
-        negative_prompt_attention_mask=nmask,
-        height=size,
-        width=size,
-        num_frames=7,  # 2 latent frames (temporal factor 6)
-        num_inference_steps=steps,
-        guidance_scale=4.5 if cfg else 1.0,
-        generator=torch.Generator().manual_seed(seed),
-        output_type="pt",
-        **extra,
-    ).frames
+        return pipe(
+            prompt_embeds=pe,
+            prompt_attention_mask=mask,
+            negative_prompt_embeds=npe,
+            negative_prompt_attention_mask=nmask,
+            height=size,
+            width=size,
+            num_frames=7,  # 2 latent frames (temporal factor 6)
+            num_inference_steps=steps,
+            guidance_scale=4.5 if cfg else 1.0,
+            generator=torch.Generator().manual_seed(seed),
+            output_type="pt",
+            **extra,
+        ).frames
 
 
 def _run_cogvideox(
