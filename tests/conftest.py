@@ -11,7 +11,16 @@ from cache_dit.testing.cases import MODEL_CASES, ModelCase
 torch.set_num_threads(1)
 
 
-@pytest.fixture(params=MODEL_CASES, ids=[c.name for c in MODEL_CASES])
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers", "variant: a model case sharing its adapter with another (see ModelCase)"
+    )
+
+
+@pytest.fixture(
+    params=[pytest.param(c, marks=[pytest.mark.variant] if c.variant_of else []) for c in MODEL_CASES],
+    ids=[c.name for c in MODEL_CASES],
+)
 def case(request: pytest.FixtureRequest) -> ModelCase:
     return request.param
 

@@ -33,6 +33,9 @@ class ModelCase:
     # tiny random weights give each model its own range (CogVideoX's sit around 0.3-0.7, Mochi's early ones
     # near 0.008)
     prune_threshold: float = 0.05
+    # the case whose transformer class (adapter) this one shares, with another pipeline or conditioning; the
+    # tests mark such cases `variant`, so `pytest -m "not variant"` runs one case per adapter while iterating
+    variant_of: str | None = None
 
 
 def _run_flux(
@@ -235,6 +238,7 @@ MODEL_CASES = [
         separate_cfg=False,
         alt_size=48,
         conditioning={"image": lambda size, seed: _fill_image(size, seed), "mask_image": _fill_mask},
+        variant_of="flux",
     ),
     ModelCase(
         "wan", _quiet(tiny.tiny_wan_pipeline), _run_wan, num_blocks=6, separate_cfg=True, alt_size=32, size=16
@@ -248,6 +252,7 @@ MODEL_CASES = [
         alt_size=32,
         size=16,
         conditioning={"image": lambda size, seed: tiny.random_image(size, seed)},
+        variant_of="wan",
     ),
     ModelCase(
         "wan_flf2v",
@@ -261,6 +266,7 @@ MODEL_CASES = [
             "image": lambda size, seed: tiny.random_image(size, seed),
             "last_image": lambda size, seed: tiny.random_image(size, seed),
         },
+        variant_of="wan",
     ),
     ModelCase(
         "mochi",
@@ -291,6 +297,7 @@ MODEL_CASES = [
         alt_size=48,
         batched_cfg=True,
         prune_threshold=0.4,
+        variant_of="cogvideox",
     ),
     ModelCase(
         "cogvideox_i2v",
@@ -302,6 +309,7 @@ MODEL_CASES = [
         batched_cfg=True,
         conditioning={"image": lambda size, seed: tiny.random_image(size, seed)},
         prune_threshold=0.4,
+        variant_of="cogvideox",
     ),
     ModelCase(
         "hunyuan_video",
