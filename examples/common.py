@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 import sys
 import time
 import warnings
@@ -28,6 +29,7 @@ import torch
 
 import cache_dit
 from cache_dit.cache_factory import CacheType, apply_cache_on_pipe
+from cache_dit.cache_factory.config import build_config
 from cache_dit.metrics import compute_psnr
 from cache_dit.testing.cases import CASES
 
@@ -205,11 +207,12 @@ def torch_dtype(args: argparse.Namespace) -> torch.dtype:
 
 
 def from_pretrained(cls: Any, path: str, dtype: torch.dtype, **kwargs: Any) -> Any:
-    """`cls.from_pretrained(path, torch_dtype=dtype, **kwargs)`, without the rename warning of newer releases
-    (diffusers and transformers now call the argument `dtype`; older ones only know `torch_dtype`)."""
+    """`cls.from_pretrained(path, torch_dtype=dtype, **kwargs)`, quiet about the libraries' own deprecations
+    (the `torch_dtype` -> `dtype` rename of newer releases, which older ones do not know; hub download
+    arguments diffusers still passes): nothing the user of an example can act on."""
     with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message=".*torch_dtype.*deprecated", category=FutureWarning)
-        warnings.filterwarnings("ignore", message=".*torch_dtype.*deprecated", category=UserWarning)
+        for category in (FutureWarning, UserWarning):
+            warnings.filterwarnings("ignore", message=".*deprecated.*", category=category)
         return cls.from_pretrained(path, torch_dtype=dtype, **kwargs)
 
 
@@ -222,8 +225,20 @@ def _check_device(device: str) -> None:
         raise ExampleError(f"--device {device}: CUDA is not available here (use --device cpu, or --tiny)")
 
 
+def _check_model_path(path: str) -> None:
+    """A local directory, or something shaped like a hub id ("org/name"); else a clear error before loading."""
+    if os.path.isdir(os.path.expanduser(path)):
+        return
+    if re.fullmatch(r"[\w.-]+/[\w.-]+", path) is None:
+        raise ExampleError(
+            f"--model-path {path!r} is neither a local directory nor a hub id (org/name); download the "
+            "weights there first, or run with --tiny"
+        )
+
+
 def _load(example: Example, args: argparse.Namespace) -> Any:
     _check_device(args.device)
+    _check_model_path(args.model_path)
     try:
         return example.load(args)
     except (OSError, ValueError) as error:  # what from_pretrained raises for a missing or incomplete model
@@ -259,6 +274,11 @@ def run(example: Example, argv: list[str] | None = None) -> int:
 
 def _run(example: Example, args: argparse.Namespace) -> int:
     options = cache_options(args)
+    if options is not None:
+        try:  # unknown or ill-typed options fail here, before any weights are loaded
+            build_config(**options)
+        except (ValueError, TypeError) as error:
+            raise ExampleError(str(error)) from None
     if args.tiny:
         args.steps = args.steps or TINY_DEFAULTS["steps"]
         pipe, generate = _tiny(example, args)

@@ -64,6 +64,15 @@ def _runs(out_dir: Path) -> dict[str, list[str]]:
         str(out_dir),
     ]
     runs["run_flux.py missing weights"] = ["--model-path", str(out_dir / "no-such-model"), "--device", "cpu"]
+    runs["run_wan.py weights not on this machine"] = [
+        "--model-path",
+        "no-such-org/no-such-model",
+        "--device",
+        "cpu",
+    ]
+    runs["run_mochi.py option of another cache"] = [
+        "--model-path", str(out_dir / "nothing"), "--cache", "DBPrune", "--max-cached-steps", "2",
+    ]  # fmt: skip
     runs["run_flux.py Fn+Bn too large"] = ["--tiny", "--Fn", "8", "--Bn", "8"]
     runs["run_wan.py unknown cache"] = ["--tiny", "--cache", "teacache"]
     runs["run_flux_fill.py no image"] = ["--model-path", str(ROOT), "--device", "cpu"]  # loads nothing first
@@ -146,7 +155,9 @@ def test_taylorseer_and_dbprune_flags(results):
 @pytest.mark.parametrize(
     "key,message",
     [
-        ("run_flux.py missing weights", "cannot load FluxPipeline weights from"),
+        ("run_flux.py missing weights", "is neither a local directory nor a hub id"),
+        ("run_wan.py weights not on this machine", "cannot load WanPipeline weights from"),
+        ("run_mochi.py option of another cache", "max_cached_steps"),
         ("run_flux.py Fn+Bn too large", "Fn_compute_blocks"),
         ("run_wan.py unknown cache", "--cache"),
         ("run_flux_fill.py no image", None),
