@@ -118,6 +118,9 @@ def test_batched_cfg_is_one_branch_with_one_decision_per_step(name):
 def test_hunyuan_video_true_cfg_uses_two_marked_branches():
     case = CASES["hunyuan_video"]
     pipe = case.build()
+    ref = case.run(pipe, cfg=True)
+    apply_cache_on_pipe(pipe, **{**FORCED_DB, "residual_diff_threshold": 0.0})
+    assert torch.equal(case.run(pipe, cfg=True), ref)
     apply_cache_on_pipe(pipe, **FORCED_DB)
     case.run(pipe)
     assert list(cache_dit.summary(pipe).branches) == ["cond"]
