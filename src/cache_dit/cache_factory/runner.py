@@ -25,7 +25,6 @@ from __future__ import annotations
 import contextlib
 import functools
 import threading
-import types
 import warnings
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -70,21 +69,6 @@ class _Wrapper(functools.partial):
 
     def __reduce__(self) -> Any:
         return (type(self), (_unset,), (self.func, self.args, self.keywords or None, self.__dict__ or None))
-
-
-def _current(obj: Any, attr: str) -> Any:
-    """`obj.attr` as it is now, in a form that copies and pickles without looking `attr` up on the copy again
-    (which would find the cache's wrapper): an own attribute as is, a plain function of the class as
-    partial(function, obj)."""
-    if attr in obj.__dict__:
-        return obj.__dict__[attr]
-    for klass in type(obj).__mro__:
-        if attr in klass.__dict__:
-            value = klass.__dict__[attr]
-            if isinstance(value, types.FunctionType):
-                return functools.partial(value, obj)
-            break
-    return getattr(obj, attr)
 
 
 def foreign_cache_hooks(module: torch.nn.Module, blocks: list[torch.nn.Module]) -> list[str]:
@@ -210,16 +194,15 @@ class CacheRunner:
     def install(self) -> None:
         """Wrap the transformer's forward, cache_context and every block's forward (instance attributes)."""
         try:
-            orig_forward = _current(self.transformer, "forward")
+            orig_forward = self.transformer.forward
             self._set(self.transformer, "forward", _Wrapper(self._owned_forward, orig_forward))
             orig_context = getattr(self.transformer, "cache_context", None)
             if callable(orig_context):
-                orig_context = _current(self.transformer, "cache_context")
                 self._set(self.transformer, "cache_context", _Wrapper(self._cache_context, orig_context))
             if callable(getattr(self.transformer, "enable_cache", None)):
                 self._set(self.transformer, "enable_cache", _Wrapper(self._refuse_diffusers_cache))
             for idx, block in enumerate(self.blocks):
-                self._set(block, "forward", _Wrapper(self._run_block, idx, _current(block, "forward")))
+                self._set(block, "forward", _Wrapper(self._run_block, idx, block.forward))
             object.__setattr__(self.transformer, RUNNER_ATTR, self)
             self.active = True
         except BaseException:
