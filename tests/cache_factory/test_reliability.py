@@ -451,8 +451,9 @@ def test_ours_then_diffusers_cache_raises():
 # ---------------------------------------------------------------------------------------------------------
 
 
+@pytest.mark.parametrize("offload_type", ["block_level", "leaf_level"])
 @pytest.mark.parametrize("order", ["offload-first", "cache-first"])
-def test_group_offloading_threshold_zero_exact_and_caching_caches(case, order):
+def test_group_offloading_threshold_zero_exact_and_caching_caches(case, order, offload_type):
     pytest.importorskip("accelerate")  # diffusers' group offloading moves tensors with accelerate
     from diffusers.hooks import apply_group_offloading
 
@@ -465,8 +466,13 @@ def test_group_offloading_threshold_zero_exact_and_caching_caches(case, order):
     cpu = torch.device("cpu")
 
     def offload():
+        per_group = {"num_blocks_per_group": 1} if offload_type == "block_level" else {}
         apply_group_offloading(
-            offloaded.transformer, onload_device=cpu, offload_device=cpu, num_blocks_per_group=1
+            offloaded.transformer,
+            onload_device=cpu,
+            offload_device=cpu,
+            offload_type=offload_type,
+            **per_group,
         )
 
     if order == "offload-first":
