@@ -86,7 +86,7 @@ def _build_runner(transformer: torch.nn.Module, options: dict[str, Any]) -> Cach
         return None
     adapter = find_adapter(transformer)
     runner = CacheRunner(transformer, adapter, config)
-    foreign = foreign_cache_hooks(transformer, runner.blocks)
+    foreign = foreign_cache_hooks(transformer)
     if foreign:
         raise RuntimeError(
             f"{type(transformer).__name__} already has diffusers' own cache ({', '.join(foreign)}); a second "

@@ -71,13 +71,17 @@ class _Wrapper(functools.partial):
         return (type(self), (_unset,), (self.func, self.args, self.keywords or None, self.__dict__ or None))
 
 
-def foreign_cache_hooks(module: torch.nn.Module, blocks: list[torch.nn.Module]) -> list[str]:
-    """Names of diffusers' own cache hooks on the transformer or its blocks (see _DIFFUSERS_CACHE_HOOK_MODULES)."""
+def foreign_cache_hooks(module: torch.nn.Module) -> list[str]:
+    """Names of diffusers' own cache hooks anywhere in the transformer (see _DIFFUSERS_CACHE_HOOK_MODULES).
+
+    Walks every submodule (PAB and TaylorSeer hook attention layers): a few us per module, so it runs once per
+    apply, pipeline call or bare-transformer run, not per step.
+    """
     found: list[str] = []
     config = getattr(module, "_cache_config", None)
     if config is not None and type(config).__name__ != "TextKVCacheConfig":
         found.append(f"transformer.enable_cache({type(config).__name__}(...))")
-    for m in (module, *blocks):
+    for m in module.modules():
         registry = m.__dict__.get("_diffusers_hook")
         for name, hook in getattr(registry, "hooks", {}).items():
             if type(hook).__module__ in _DIFFUSERS_CACHE_HOOK_MODULES and name not in found:
@@ -251,6 +255,11 @@ class CacheRunner:
     def begin_pipeline_call(self) -> None:
         """A pipeline call starts: fresh state for every branch."""
         self._claim("a pipeline call")
+        try:
+            self._check_no_foreign_cache()
+        except BaseException:
+            self._release()
+            raise
         self._run_depth += 1
         self.pipeline_managed = True
         self.call = self._new_call()
@@ -368,6 +377,8 @@ class CacheRunner:
         new = self._run_ended or (
             self._prev_latents_layout is not None and latents != self._prev_latents_layout
         )
+        if new or not self.call.branches:  # first call of a run
+            self._check_no_foreign_cache()
         self._run_ended = False
         self._prev_latents_layout = latents
         t = self.adapter.timestep_arg.get(args, kwargs)
@@ -403,13 +414,11 @@ class CacheRunner:
     # ------------------------------------------------------------------------------------------------------
 
     def _owned_forward(self, orig: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
-        """The transformer's forward: claim the cache for this thread, check for a second cache, then run."""
+        """The transformer's forward: claim the cache for this thread, then run."""
         if not self.active:
             return orig(*args, **kwargs)
         self._claim("a transformer call")
         try:
-            if self._pass is None:
-                self._check_no_foreign_cache()
             return self._transformer_forward(orig, *args, **kwargs)
         finally:
             self._release()
@@ -437,7 +446,7 @@ class CacheRunner:
                 self._owner = None
 
     def _check_no_foreign_cache(self) -> None:
-        found = foreign_cache_hooks(self.transformer, self.blocks)
+        found = foreign_cache_hooks(self.transformer)
         if found:
             raise RuntimeError(
                 f"cache-dit: diffusers' own cache ({', '.join(found)}) is on {type(self.transformer).__name__} "
@@ -458,7 +467,9 @@ class CacheRunner:
         """Copies and pickles: no lock, no owner, no call in flight (the buffers and stats go along)."""
         state = self.__dict__.copy()
         del state["_owner_lock"]
-        state.update(_owner=None, _owner_depth=0, _pass=None, _context=None, _run_depth=0)
+        state.update(
+            _owner=None, _owner_depth=0, _pass=None, _context=None, _run_depth=0, pipeline_managed=False
+        )
         return state
 
     def __setstate__(self, state: dict[str, Any]) -> None:
