@@ -14,6 +14,7 @@ __all__ = [
     "CacheType",
     "apply_cache_on_pipe",
     "apply_cache_on_transformer",
+    "denoising_run",
     "disable_cache",
     "summary",
 ]
@@ -24,6 +25,7 @@ if TYPE_CHECKING:
         CacheType,
         apply_cache_on_pipe,
         apply_cache_on_transformer,
+        denoising_run,
         disable_cache,
         summary,
     )

@@ -8,7 +8,7 @@ from .adapters import (
     registered_adapter,
     supported_models,
 )
-from .apply import apply_cache_on_pipe, apply_cache_on_transformer, disable_cache, summary
+from .apply import apply_cache_on_pipe, apply_cache_on_transformer, denoising_run, disable_cache, summary
 from .cache_types import CacheType
 from .config import CacheConfig, CFGConfig, DBCacheConfig, DBPruneConfig, TaylorSeerConfig, build_config
 from .stats import CacheStats
@@ -27,6 +27,7 @@ __all__ = [
     "apply_cache_on_pipe",
     "apply_cache_on_transformer",
     "build_config",
+    "denoising_run",
     "disable_cache",
     "register_adapter",
     "registered_adapter",

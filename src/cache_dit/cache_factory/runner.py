@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import threading
 import warnings
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -35,10 +36,57 @@ from .adapters import BlockIO, TransformerAdapter
 from .cache_types import CacheType
 from .config import CacheConfig, TaylorSeerCacheType
 from .decision import dynamic_prune_threshold, is_similar, relative_l1, step_can_cache
-from .state import BlockBuffers, BranchState, CallState, same_layout
+from .state import BlockBuffers, BranchState, CallState, layout, same_layout
 from .stats import CacheStats
 
 RUNNER_ATTR = "_cache_dit_runner"
+
+# diffusers' own step caches (hooks registered by `transformer.enable_cache(...)` / `apply_*_cache`): stacked
+# with ours, both skip work and the errors add up. Other diffusers hooks (group offloading, layerwise casting,
+# context parallel, text KV cache) are fine.
+_DIFFUSERS_CACHE_HOOK_MODULES = frozenset(
+    f"diffusers.hooks.{name}"
+    for name in (
+        "first_block_cache",
+        "faster_cache",
+        "mag_cache",
+        "pyramid_attention_broadcast",
+        "sea_cache",
+        "taylorseer_cache",
+    )
+)
+
+
+def _unset(*args: Any, **kwargs: Any) -> Any:  # placeholder callable of a _Wrapper being unpickled
+    raise RuntimeError("cache-dit: a wrapper was called before it was restored")
+
+
+class _Wrapper(functools.partial):
+    """The cache's wrappers. A plain `functools.partial` is copied/unpickled from its arguments *before* it is
+    memoized, so the cycle wrapper -> runner -> patch -> wrapper would give the copy two different wrappers (and
+    `disable_cache` on a deepcopy would leave one behind); this one is created empty first and filled in after.
+    """
+
+    def __reduce__(self) -> Any:
+        return (type(self), (_unset,), (self.func, self.args, self.keywords or None, self.__dict__ or None))
+
+
+def foreign_cache_hooks(module: torch.nn.Module) -> list[str]:
+    """Names of diffusers' own cache hooks anywhere in the transformer (see _DIFFUSERS_CACHE_HOOK_MODULES).
+
+    Walks every submodule (PAB and TaylorSeer hook attention layers): a few us per module, so it runs once per
+    apply, pipeline call or bare-transformer run, not per step.
+    """
+    found: list[str] = []
+    config = getattr(module, "_cache_config", None)
+    if config is not None and type(config).__name__ != "TextKVCacheConfig":
+        found.append(f"transformer.enable_cache({type(config).__name__}(...))")
+    for m in module.modules():
+        registry = m.__dict__.get("_diffusers_hook")
+        for name, hook in getattr(registry, "hooks", {}).items():
+            if type(hook).__module__ in _DIFFUSERS_CACHE_HOOK_MODULES and name not in found:
+                found.append(name)
+    return found
 
 
 @dataclass
@@ -55,6 +103,7 @@ class _Pass:
     last_encoder_out: torch.Tensor | None = None
     side_hidden: torch.Tensor | None = None  # what the model added between middle blocks (ControlNet)
     side_encoder: torch.Tensor | None = None
+    encoder_layout: tuple[Any, ...] | None = None  # encoder stream entering the middle, at the decision
     # DBPrune
     prune_allowed: bool = False
     prune_diffs: list[float] = field(default_factory=list)
@@ -123,8 +172,18 @@ class CacheRunner:
         self._pass: _Pass | None = None
         self._context: tuple[str, dict[str, Any]] | None = None
         self._prev_timestep: float | None = None
-        self._warned: set[str] = set()
         self._patches: list[_Patch] = []
+        # bare transformer: steps per run (apply_cache_on_transformer(num_inference_steps=)), last latents' layout,
+        # and whether a marked run (pipeline call / denoising_run) just ended
+        self.num_inference_steps: int | None = None
+        self._prev_latents_layout: tuple[Any, ...] | None = None
+        self._run_ended = False
+        self._run_depth = 0
+        # one owner at a time: the thread inside a pipeline call / transformer call (see _claim)
+        self._owner_lock = threading.Lock()
+        self._owner: int | None = None
+        self._owner_what = ""
+        self._owner_depth = 0
         if self.db is not None and not self.has_middle and threshold > 0:
             self._warn_once(
                 "no-middle",
@@ -140,14 +199,14 @@ class CacheRunner:
         """Wrap the transformer's forward, cache_context and every block's forward (instance attributes)."""
         try:
             orig_forward = self.transformer.forward
-            self._set(self.transformer, "forward", functools.partial(self._transformer_forward, orig_forward))
+            self._set(self.transformer, "forward", _Wrapper(self._owned_forward, orig_forward))
             orig_context = getattr(self.transformer, "cache_context", None)
             if callable(orig_context):
-                self._set(
-                    self.transformer, "cache_context", functools.partial(self._cache_context, orig_context)
-                )
+                self._set(self.transformer, "cache_context", _Wrapper(self._cache_context, orig_context))
+            if callable(getattr(self.transformer, "enable_cache", None)):
+                self._set(self.transformer, "enable_cache", _Wrapper(self._refuse_diffusers_cache))
             for idx, block in enumerate(self.blocks):
-                self._set(block, "forward", functools.partial(self._run_block, idx, block.forward))
+                self._set(block, "forward", _Wrapper(self._run_block, idx, block.forward))
             object.__setattr__(self.transformer, RUNNER_ATTR, self)
             self.active = True
         except BaseException:
@@ -195,6 +254,13 @@ class CacheRunner:
 
     def begin_pipeline_call(self) -> None:
         """A pipeline call starts: fresh state for every branch."""
+        self._claim("a pipeline call")
+        try:
+            self._check_no_foreign_cache()
+        except BaseException:
+            self._release()
+            raise
+        self._run_depth += 1
         self.pipeline_managed = True
         self.call = self._new_call()
         self._pass = None
@@ -203,6 +269,11 @@ class CacheRunner:
         """A pipeline call ended (normally or not). Stats stay readable until the next call."""
         self._pass = None
         self._context = None
+        self._run_depth = max(self._run_depth - 1, 0)
+        if self._run_depth == 0:  # the next bare transformer call starts a new run
+            self.pipeline_managed = False
+            self._run_ended = True
+        self._release()
         call = self.call
         if self.separate_cfg and call.unmarked_calls % 2 == 1:
             self._warn_once(
@@ -293,18 +364,117 @@ class CacheRunner:
                 )
 
     def _detect_new_run(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
-        """Bare transformer (no pipeline wrapper): a timestep above the previous one starts a new run.
+        """Bare transformer outside a marked run (pipeline call or `denoising_run`): does this call start a new run?
 
-        Denoising timesteps decrease within a run (both CFG calls of a step share one), so an increase means
-        the caller started over. Costs one small host read per call; pipelines don't need it.
+        Yes when a marked run just ended; when the latents change shape, dtype or device (size, frames, batch);
+        with `num_inference_steps` given, when the branch this call goes to already made that many calls;
+        otherwise when the timestep goes up, or repeats within one branch (timesteps fall within a run, and only
+        the two CFG calls of a step share one). A run that starts below where the previous one stopped
+        (img2img after a half run) cannot be told from its continuation: mark runs with `denoising_run`.
+        Costs one small host read per call; pipelines don't need it.
         """
+        latents = layout(self.adapter.latents_arg.get(args, kwargs))
+        new = self._run_ended or (
+            self._prev_latents_layout is not None and latents != self._prev_latents_layout
+        )
+        if new or not self.call.branches:  # first call of a run
+            self._check_no_foreign_cache()
+        self._run_ended = False
+        self._prev_latents_layout = latents
         t = self.adapter.timestep_arg.get(args, kwargs)
-        if t is None:
-            return
-        value = float(t.reshape(-1)[0]) if isinstance(t, torch.Tensor) else float(t)
-        if self._prev_timestep is not None and value > self._prev_timestep:
+        value = None
+        if t is not None:
+            value = float(t.reshape(-1)[0]) if isinstance(t, torch.Tensor) else float(t)
+        branch = self.call.branches.get(self._branch_name(self.call))
+        if self.num_inference_steps is not None:
+            new = new or (branch is not None and branch.calls >= self.num_inference_steps)
+        elif value is not None:
+            new = (
+                new
+                or (self._prev_timestep is not None and value > self._prev_timestep)
+                or (branch is not None and branch.last_timestep is not None and value >= branch.last_timestep)
+            )
+        if new:
             self.call = self._new_call()
-        self._prev_timestep = value
+        if value is not None:
+            self.call.branch(self._branch_name(self.call)).last_timestep = value
+            self._prev_timestep = value
+
+    def _branch_name(self, call: CallState) -> str:
+        """The branch the next transformer call goes to (as `_open_pass` names it), without counting the call."""
+        if self._context is not None:
+            return str(self._context[0])
+        if self.separate_cfg:
+            first_of_step = call.unmarked_calls % 2 == 0
+            return "uncond" if first_of_step == self.config.cfg.cfg_compute_first else "cond"
+        return "cond"
+
+    # ------------------------------------------------------------------------------------------------------
+    # One owner at a time; no second cache
+    # ------------------------------------------------------------------------------------------------------
+
+    def _owned_forward(self, orig: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+        """The transformer's forward: claim the cache for this thread, then run."""
+        if not self.active:
+            return orig(*args, **kwargs)
+        self._claim("a transformer call")
+        try:
+            return self._transformer_forward(orig, *args, **kwargs)
+        finally:
+            self._release()
+
+    def _claim(self, what: str) -> None:
+        """The cache state belongs to the transformer: one thread may use it at a time (re-entry is fine)."""
+        me = threading.get_ident()
+        with self._owner_lock:
+            if self._owner is not None and self._owner != me:
+                raise RuntimeError(
+                    f"cache-dit: {what} on {type(self.transformer).__name__} while {self._owner_what} from "
+                    "another thread is using the same cached transformer. The cache state belongs to the "
+                    "transformer, which pipelines made with `from_pipe` share, so concurrent calls would mix "
+                    "their buffers. Run them one after another (e.g. behind a threading.Lock), or give each "
+                    "thread its own pipeline (`copy.deepcopy(pipe)`, which copies the cache too)."
+                )
+            if self._owner is None:
+                self._owner, self._owner_what = me, what
+            self._owner_depth += 1
+
+    def _release(self) -> None:
+        with self._owner_lock:
+            self._owner_depth = max(self._owner_depth - 1, 0)
+            if self._owner_depth == 0:
+                self._owner = None
+
+    def _check_no_foreign_cache(self) -> None:
+        found = foreign_cache_hooks(self.transformer)
+        if found:
+            raise RuntimeError(
+                f"cache-dit: diffusers' own cache ({', '.join(found)}) is on {type(self.transformer).__name__} "
+                "together with cache-dit's; both would skip work and their errors add up. Remove one: "
+                "`transformer.disable_cache()` (or `HookRegistry.remove_hook(name)` for hooks applied with "
+                "diffusers' `apply_*` functions), or `cache_dit.disable_cache(pipe)`."
+            )
+
+    def _refuse_diffusers_cache(self, *args: Any, **kwargs: Any) -> None:
+        """Stands in for diffusers' `transformer.enable_cache(...)` while cache-dit's cache is applied."""
+        raise RuntimeError(
+            f"cache-dit's cache is applied to this {type(self.transformer).__name__}; diffusers' enable_cache "
+            "would stack a second cache on it (both skip work and their errors add up). Remove cache-dit's "
+            "first with `cache_dit.disable_cache(pipe)` (or `disable_cache(transformer)`)."
+        )
+
+    def __getstate__(self) -> dict[str, Any]:
+        """Copies and pickles: no lock, no owner, no call in flight (the buffers and stats go along)."""
+        state = self.__dict__.copy()
+        del state["_owner_lock"]
+        state.update(
+            _owner=None, _owner_depth=0, _pass=None, _context=None, _run_depth=0, pipeline_managed=False
+        )
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self._owner_lock = threading.Lock()
 
     def _close_pass(self, p: _Pass | None, ok: bool) -> None:
         if p is None:
@@ -344,7 +514,8 @@ class CacheRunner:
                 p.first_hidden_in = io.hidden_arg.get(args, kwargs)
             out = forward(*args, **kwargs)
             if idx == self.Fn - 1:
-                hidden_out, _ = io.outputs(out)
+                hidden_out, encoder_out = io.outputs(out)
+                p.encoder_layout = layout(encoder_out if io.carries_encoder else io.inputs(args, kwargs)[1])
                 self._decide(p, hidden_out - p.first_hidden_in)  # (B, N, D) residual of the first Fn blocks
             return out
 
@@ -374,7 +545,7 @@ class CacheRunner:
         shared = not self.config.cfg.cfg_diff_compute_separate
         decided = self.call.step_decisions.get(step) if shared else None
         if decided is not None:  # another branch already decided this step for both
-            cached = decided and self._middle_ready(branch, fn_residual)
+            cached = decided and self._middle_ready(branch, fn_residual, p.encoder_layout)
         else:
             diff = None
             if same_layout(branch.fn_residual, fn_residual):
@@ -397,7 +568,7 @@ class CacheRunner:
                     db.max_continuous_cached_steps,
                 )
                 and is_similar(diff, db.residual_diff_threshold)
-                and self._middle_ready(branch, fn_residual)
+                and self._middle_ready(branch, fn_residual, p.encoder_layout)
             )
             if shared:
                 self.call.step_decisions[step] = cached
@@ -409,13 +580,21 @@ class CacheRunner:
             branch.continuous_cached = 0
             branch.fn_residual = fn_residual
 
-    def _middle_ready(self, branch: BranchState, like: torch.Tensor) -> bool:
+    def _middle_ready(
+        self, branch: BranchState, like: torch.Tensor, encoder_layout: tuple[Any, ...] | None = None
+    ) -> bool:
         stored = branch.hidden_store.factors[0] if branch.hidden_store.factors else None
         if stored is None:
             return False
         if not same_layout(stored, like):
             self._warn_once(
                 "mid-layout", "cached residual no longer matches the hidden states; computing fully"
+            )
+            return False
+        if encoder_layout != branch.mid_encoder_layout:
+            self._warn_once(
+                "enc-step-layout",
+                "encoder (text) states changed shape/dtype/device between steps of one call; computing fully",
             )
             return False
         return True
@@ -456,6 +635,7 @@ class CacheRunner:
         out_h = p.last_hidden_out if p.side_hidden is None else p.last_hidden_out - p.side_hidden
         value_h = out_h if self.hidden_mode is TaylorSeerCacheType.HIDDEN_STATES else out_h - p.mid_hidden_in
         branch.hidden_store.update(value_h, p.step)
+        branch.mid_encoder_layout = layout(p.mid_encoder_in)
         if self.middle_carries_encoder and p.mid_encoder_in is not None:
             out_e = p.last_encoder_out if p.side_encoder is None else p.last_encoder_out - p.side_encoder
             value_e = (
@@ -472,7 +652,7 @@ class CacheRunner:
         io = self.ios[idx]
         hidden, encoder = io.inputs(args, kwargs)
         stored = p.branch.blocks.get(idx)
-        if p.cached and stored is not None and same_layout(stored.hidden_in, hidden):
+        if p.cached and stored is not None and stored.matches(hidden, encoder):
             diff = float(relative_l1(hidden, stored.hidden_in).item())
             if is_similar(diff, self.db.non_compute_blocks_diff_threshold):
                 return io.make_output(*self._reuse_block(io, stored, hidden, encoder))
@@ -494,7 +674,7 @@ class CacheRunner:
         hidden, encoder = io.inputs(args, kwargs)
         stored = branch.blocks.get(idx)
         if p.prune_allowed and stored is not None:
-            if same_layout(stored.hidden_in, hidden):
+            if stored.matches(hidden, encoder):
                 diff = float(
                     relative_l1(hidden, stored.hidden_in).item()
                 )  # host sync, one per prunable block
@@ -511,12 +691,16 @@ class CacheRunner:
                     p.pruned += 1
                     return io.make_output(*self._reuse_block(io, stored, hidden, encoder))
             else:
-                self._warn_once("prune-layout", "block input changed shape between steps; computing fully")
+                self._warn_once(
+                    "prune-layout",
+                    "block input (hidden or encoder states) changed shape/dtype/device between steps; "
+                    "computing fully",
+                )
         out = forward(*args, **kwargs)
         p.computed += 1
         if self.caching_enabled and (
             stored is None
-            or not same_layout(stored.hidden_in, hidden)
+            or not stored.matches(hidden, encoder)
             or p.step % cfg.residual_cache_update_interval == 0
         ):
             branch.blocks[idx] = self._block_buffers(io, hidden, encoder, out)
@@ -533,7 +717,10 @@ class CacheRunner:
         hidden_out, encoder_out = io.outputs(out)
         encoder_residual = encoder_out - encoder if io.carries_encoder and encoder is not None else None
         return BlockBuffers(
-            hidden_in=hidden, hidden_residual=hidden_out - hidden, encoder_residual=encoder_residual
+            hidden_in=hidden,
+            hidden_residual=hidden_out - hidden,
+            encoder_residual=encoder_residual,
+            encoder_in_layout=layout(encoder),
         )
 
     @staticmethod
@@ -551,8 +738,9 @@ class CacheRunner:
         return CacheStats.from_call(self.config.cache_type.value, self.call)
 
     def _warn_once(self, key: str, message: str) -> None:
-        if key not in self._warned:
-            self._warned.add(key)
+        """Once per call (run): a later call with the same fault warns again."""
+        if key not in self.call.warned:
+            self.call.warned.add(key)
             warnings.warn(f"cache-dit: {message}", RuntimeWarning, stacklevel=3)
 
 

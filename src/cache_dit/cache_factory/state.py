@@ -8,6 +8,7 @@ it at the start of every call, so nothing leaks from one image to the next. Insi
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 
@@ -21,6 +22,11 @@ def same_layout(a: torch.Tensor | None, b: torch.Tensor | None) -> bool:
     )
 
 
+def layout(t: Any) -> tuple[Any, ...] | None:
+    """(shape, dtype, device) of a tensor, None for anything else: compared to tell whether a stream changed."""
+    return (t.shape, t.dtype, t.device) if isinstance(t, torch.Tensor) else None
+
+
 @dataclass
 class BlockBuffers:
     """One block's input and residuals from when it was last computed (Bn reuse, DBPrune)."""
@@ -30,6 +36,11 @@ class BlockBuffers:
     encoder_residual: (
         torch.Tensor | None
     )  # (B, S, D), None where the block does not update the encoder stream
+    encoder_in_layout: tuple[Any, ...] | None = None  # layout of the encoder states the block was given
+
+    def matches(self, hidden: torch.Tensor, encoder: torch.Tensor | None) -> bool:
+        """Both streams still have the layout these buffers were computed with (else compute fully)."""
+        return same_layout(self.hidden_in, hidden) and layout(encoder) == self.encoder_in_layout
 
 
 @dataclass
@@ -48,6 +59,12 @@ class BranchState:
     hidden_store: TaylorSeer = field(init=False)  # middle blocks' residual (or output) at computed steps
     encoder_store: TaylorSeer = field(init=False)
     blocks: dict[int, BlockBuffers] = field(default_factory=dict)
+    mid_encoder_layout: tuple[Any, ...] | None = (
+        None  # encoder stream the stored middle residual was computed with
+    )
+    last_timestep: float | None = (
+        None  # bare transformer: timestep of this branch's last call (new-run heuristic)
+    )
     # DBPrune
     pruned_blocks: list[int] = field(default_factory=list)
     actual_blocks: list[int] = field(default_factory=list)
@@ -76,6 +93,7 @@ class CallState:
     unmarked_calls: int = 0  # transformer calls without a branch mark from the pipeline
     pair_latents: torch.Tensor | None = None  # latents of the first unmarked call of the current step
     step_decisions: dict[int, bool] = field(default_factory=dict)  # cfg_diff_compute_separate=False
+    warned: set[str] = field(default_factory=set)  # warning keys already given in this call
 
     def branch(self, name: str) -> BranchState:
         if name not in self.branches:
