@@ -48,12 +48,17 @@ class _Pass:
     branch: BranchState
     step: int
     cached: bool = False
-    first_hidden_in: torch.Tensor | None = None  # input of block 0
-    mid_hidden_in: torch.Tensor | None = None  # input of the first middle block
-    mid_encoder_in: torch.Tensor | None = None
+    first_hidden_in: torch.Tensor | None = None  # input of block 0 (of the last shape change within Fn)
+    # the middle segment being run: its first block, inputs, and whether it is served from the cache
+    seg_start: int | None = None
+    seg_from_cache: bool = False
+    seg_store: bool = False  # a computed step: store the segment's residual at its end
+    seg_carries_encoder: bool = True
+    seg_hidden_in: torch.Tensor | None = None
+    seg_encoder_in: torch.Tensor | None = None
     last_hidden_out: torch.Tensor | None = None  # output of the last middle block run so far
     last_encoder_out: torch.Tensor | None = None
-    side_hidden: torch.Tensor | None = None  # what the model added between middle blocks (ControlNet)
+    side_hidden: torch.Tensor | None = None  # what the model added between a segment's blocks (ControlNet)
     side_encoder: torch.Tensor | None = None
     # DBPrune
     prune_allowed: bool = False
@@ -80,18 +85,34 @@ class CacheRunner:
         self.transformer = transformer
         self.adapter = adapter
         self.config = config
-        blocks = adapter.blocks(transformer)
-        self.blocks: list[torch.nn.Module] = [b for b, _ in blocks]
-        self.ios: list[BlockIO] = [io for _, io in blocks]
+        self.blocks: list[torch.nn.Module] = []
+        self.ios: list[BlockIO] = []
+        self.block_names: list[str] = []  # "transformer_blocks.3": for error messages
+        list_starts = set()
+        for path, block_list, io in adapter.block_lists_of(transformer):
+            list_starts.add(len(self.blocks))
+            self.block_names.extend(f"{path}.{i}" for i in range(len(block_list)))
+            self.blocks.extend(block_list)
+            self.ios.extend([io] * len(block_list))
         self.num_blocks = len(self.blocks)
-        config.check_blocks(self.num_blocks, type(transformer).__name__)
+        model_name = type(transformer).__name__
+        config.check_blocks(self.num_blocks, model_name)
+        if adapter.long_skips and config.Bn > config.Fn:
+            raise ValueError(
+                f"{model_name} feeds early blocks' outputs to late blocks (long skips), so "
+                f"Bn_compute_blocks={config.Bn} must be <= Fn_compute_blocks={config.Fn}; allowed: "
+                f"Bn_compute_blocks <= {config.Fn}"
+            )
 
         self.Fn = config.Fn
         self.Bn = config.Bn
         self.mid_end = self.num_blocks - self.Bn  # middle blocks are [Fn, mid_end)
         self.has_middle = self.Fn < self.mid_end
-        middle_ios = self.ios[self.Fn : self.mid_end]
-        self.middle_carries_encoder = bool(middle_ios) and all(io.carries_encoder for io in middle_ios)
+        # The cached middle is split into segments, one residual each: at block-list boundaries and wherever a
+        # computed pass shows a block's input changed shape (text and image concatenated between blocks).
+        self.segment_starts: set[int] = {self.Fn} | {i for i in list_starts if self.Fn < i < self.mid_end}
+        self._none_encoder_out: set[int] = set()  # blocks that return None for the encoder (SD3's last)
+        self._io_checked = False  # the first pass checks every block's inputs/outputs against the adapter
 
         cfg = config.cfg.do_separate_classifier_free_guidance
         self.separate_cfg = adapter.separate_cfg if cfg is None else cfg
@@ -310,6 +331,7 @@ class CacheRunner:
         if p is None:
             return
         branch = p.branch
+        self._io_checked = self._io_checked or ok
         if not ok:
             branch.drop_buffers()
             if p.cached:
@@ -327,9 +349,74 @@ class CacheRunner:
         p = self._pass
         if p is None:  # a block called outside a transformer call
             return forward(*args, **kwargs)
+        if not self._io_checked:
+            forward = self._checking_forward(idx, forward, args, kwargs)
         if self.prune is not None:
             return self._prune_block(p, idx, forward, args, kwargs)
         return self._dbcache_block(p, idx, forward, args, kwargs)
+
+    def _checking_forward(
+        self, idx: int, forward: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]
+    ) -> Callable[..., Any]:
+        """First pass only: check block `idx`'s inputs now and its output when it runs, against the adapter.
+
+        A wrong adapter (declared or registered) fails here, naming the block, instead of giving a wrong image.
+        """
+        io, name = self.ios[idx], f"{type(self.transformer).__name__}.{self.block_names[idx]}"
+        hidden, encoder = io.inputs(args, kwargs)
+        if not isinstance(hidden, torch.Tensor):
+            raise ValueError(
+                f"{name}: the adapter's hidden argument {io.hidden_arg.name!r} (position "
+                f"{io.hidden_arg.position}) is {type(hidden).__name__}, expected a tensor"
+            )
+        if io.encoder_arg is not None and encoder is not None and not isinstance(encoder, torch.Tensor):
+            raise ValueError(
+                f"{name}: the adapter's encoder argument {io.encoder_arg.name!r} is "
+                f"{type(encoder).__name__}, expected a tensor or None"
+            )
+
+        def checked(*a: Any, **kw: Any) -> Any:
+            out = forward(*a, **kw)
+            if io.hidden_out is None:
+                if not isinstance(out, torch.Tensor):
+                    raise ValueError(
+                        f"{name} returned {type(out).__name__}, but the adapter says it returns the hidden "
+                        "states tensor"
+                    )
+            elif not isinstance(out, (tuple, list)) or len(out) != io.num_outputs:
+                got = (
+                    f"{type(out).__name__} of length {len(out)}"
+                    if isinstance(out, (tuple, list))
+                    else type(out).__name__
+                )
+                raise ValueError(
+                    f"{name} returned a {got}, but the adapter says a tuple of {io.num_outputs} "
+                    f"(hidden at {io.hidden_out}, encoder at {io.encoder_out})"
+                )
+            hidden_out, encoder_out = io.outputs(out)
+            if not isinstance(hidden_out, torch.Tensor) or hidden_out.shape != hidden.shape:
+                got = (
+                    tuple(hidden_out.shape)
+                    if isinstance(hidden_out, torch.Tensor)
+                    else type(hidden_out).__name__
+                )
+                raise ValueError(
+                    f"{name}: the output the adapter names as hidden states is {got}, expected a tensor of the "
+                    f"input's shape {tuple(hidden.shape)} (a block must keep the shape of the stream it updates)"
+                )
+            if io.carries_encoder:
+                if encoder_out is None:
+                    self._none_encoder_out.add(idx)
+                elif not isinstance(encoder_out, torch.Tensor) or (
+                    isinstance(encoder, torch.Tensor) and encoder_out.shape != encoder.shape
+                ):
+                    raise ValueError(
+                        f"{name}: the output the adapter names as encoder states does not match the encoder "
+                        "input's shape"
+                    )
+            return out
+
+        return checked
 
     # ------------------------------------------------------------------------------------------------------
     # DBCache / FBCache
@@ -340,8 +427,9 @@ class CacheRunner:
     ) -> Any:
         io = self.ios[idx]
         if idx < self.Fn:
-            if idx == 0:
-                p.first_hidden_in = io.hidden_arg.get(args, kwargs)
+            hidden = io.hidden_arg.get(args, kwargs)
+            if idx == 0 or not same_layout(hidden, p.first_hidden_in):
+                p.first_hidden_in = hidden
             out = forward(*args, **kwargs)
             if idx == self.Fn - 1:
                 hidden_out, _ = io.outputs(out)
@@ -349,22 +437,9 @@ class CacheRunner:
             return out
 
         if idx < self.mid_end:
-            hidden, encoder = io.inputs(args, kwargs)
-            if p.cached:
-                if idx == self.Fn:
-                    return io.make_output(*self._cached_middle(p, hidden, encoder))
-                return io.make_output(hidden, encoder)  # skipped: the cached residual is already added
             if not self.caching_enabled:
                 return forward(*args, **kwargs)
-            if idx == self.Fn:
-                p.mid_hidden_in, p.mid_encoder_in = hidden, encoder
-            else:
-                self._track_side_inputs(p, hidden, encoder)
-            out = forward(*args, **kwargs)
-            p.last_hidden_out, p.last_encoder_out = io.outputs(out)
-            if idx == self.mid_end - 1:
-                self._store_middle(p)
-            return out
+            return self._middle_block(p, idx, io, forward, args, kwargs)
 
         return self._bn_block(p, idx, forward, args, kwargs)
 
@@ -410,39 +485,96 @@ class CacheRunner:
             branch.fn_residual = fn_residual
 
     def _middle_ready(self, branch: BranchState, like: torch.Tensor) -> bool:
-        stored = branch.hidden_store.factors[0] if branch.hidden_store.factors else None
-        if stored is None:
+        """Every middle segment has a stored residual, the first one fitting the hidden states `like`."""
+        first = branch.segments.get(self.Fn)
+        if first is None or not first.hidden.factors:
             return False
-        if not same_layout(stored, like):
+        if not same_layout(first.hidden.factors[0], like):
             self._warn_once(
                 "mid-layout", "cached residual no longer matches the hidden states; computing fully"
             )
             return False
-        return True
+        return all(
+            start in branch.segments and branch.segments[start].hidden.factors
+            for start in self.segment_starts
+        )
 
-    def _cached_middle(
-        self, p: _Pass, hidden: torch.Tensor, encoder: torch.Tensor | None
+    def _middle_block(
+        self,
+        p: _Pass,
+        idx: int,
+        io: BlockIO,
+        forward: Callable[..., Any],
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+    ) -> Any:
+        """A middle block: opens a segment at its start, then runs, or returns what the cache gives."""
+        hidden, encoder = io.inputs(args, kwargs)
+        reshaped = (
+            p.seg_start is not None
+            and not p.seg_from_cache
+            and p.last_hidden_out is not None
+            and hidden.shape != p.last_hidden_out.shape
+        )
+        if idx in self.segment_starts or reshaped:
+            self._close_segment(p)
+            self.segment_starts.add(idx)
+            p.seg_start = idx
+            p.seg_from_cache = p.cached and self._segment_fits(p.branch, idx, hidden, encoder)
+            if p.seg_from_cache:
+                return self._output(idx, io, *self._cached_segment(p, idx, hidden, encoder))
+            p.seg_store = not p.cached  # a segment computed on a cached step is not stored
+            p.seg_carries_encoder = True
+            p.seg_hidden_in, p.seg_encoder_in = hidden, encoder
+            p.side_hidden = p.side_encoder = None
+        elif p.seg_from_cache:
+            return self._output(idx, io, hidden, encoder)  # skipped: the segment's residual is already added
+        else:
+            self._track_side_inputs(p, hidden, encoder)
+        out = forward(*args, **kwargs)
+        p.last_hidden_out, p.last_encoder_out = io.outputs(out)
+        p.seg_carries_encoder = p.seg_carries_encoder and io.carries_encoder
+        if idx == self.mid_end - 1:
+            self._close_segment(p)
+        return out
+
+    def _segment_fits(
+        self, branch: BranchState, start: int, hidden: torch.Tensor, encoder: torch.Tensor | None
+    ) -> bool:
+        """The segment's stored residuals match this step's inputs in shape, dtype and device."""
+        store = branch.segments.get(start)
+        if store is None or not same_layout(
+            store.hidden.factors[0] if store.hidden.factors else None, hidden
+        ):
+            fits = False
+        elif store.encoder.factors and encoder is not None:
+            fits = same_layout(store.encoder.factors[0], encoder)
+        else:
+            fits = True
+        if not fits:
+            self._warn_once(
+                "segment-layout",
+                f"the input of {self.block_names[start]} changed shape/dtype/device since its residual was "
+                "stored; computing that segment of the cached step",
+            )
+        return fits
+
+    def _cached_segment(
+        self, p: _Pass, start: int, hidden: torch.Tensor, encoder: torch.Tensor | None
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
-        branch = p.branch
-        forecast = branch.hidden_store.predict(p.step)
+        store = p.branch.segments[start]
+        forecast = store.hidden.predict(p.step)
         hidden = forecast if self.hidden_mode is TaylorSeerCacheType.HIDDEN_STATES else hidden + forecast
-        if self.middle_carries_encoder and encoder is not None and branch.encoder_store.factors:
-            forecast_e = branch.encoder_store.predict(p.step)
-            if same_layout(forecast_e, encoder):
-                encoder = (
-                    forecast_e
-                    if self.encoder_mode is TaylorSeerCacheType.HIDDEN_STATES
-                    else encoder + forecast_e
-                )
-            else:
-                self._warn_once(
-                    "enc-layout", "encoder states changed shape; their cached residual is not used"
-                )
+        if encoder is not None and store.encoder.factors:
+            forecast_e = store.encoder.predict(p.step)
+            encoder = (
+                forecast_e if self.encoder_mode is TaylorSeerCacheType.HIDDEN_STATES else encoder + forecast_e
+            )
         return hidden, encoder
 
     @staticmethod
     def _track_side_inputs(p: _Pass, hidden: torch.Tensor, encoder: torch.Tensor | None) -> None:
-        """Record what the model added between two middle blocks (the input is not the last output)."""
+        """Record what the model added between two blocks of a segment (the input is not the last output)."""
         if hidden is not p.last_hidden_out:
             delta = hidden - p.last_hidden_out
             p.side_hidden = delta if p.side_hidden is None else p.side_hidden + delta
@@ -450,18 +582,25 @@ class CacheRunner:
             delta = encoder - p.last_encoder_out
             p.side_encoder = delta if p.side_encoder is None else p.side_encoder + delta
 
-    def _store_middle(self, p: _Pass) -> None:
-        """End of the middle on a computed step: store the blocks' own residual (or output) for later."""
-        branch = p.branch
+    def _close_segment(self, p: _Pass) -> None:
+        """End of a segment; on a computed step store its blocks' own residual (or output) for later."""
+        start, p.seg_start = p.seg_start, None
+        if start is None or p.seg_from_cache or not p.seg_store:
+            return
+        store = p.branch.segment(start)
         out_h = p.last_hidden_out if p.side_hidden is None else p.last_hidden_out - p.side_hidden
-        value_h = out_h if self.hidden_mode is TaylorSeerCacheType.HIDDEN_STATES else out_h - p.mid_hidden_in
-        branch.hidden_store.update(value_h, p.step)
-        if self.middle_carries_encoder and p.mid_encoder_in is not None:
+        value_h = out_h if self.hidden_mode is TaylorSeerCacheType.HIDDEN_STATES else out_h - p.seg_hidden_in
+        store.hidden.update(value_h, p.step)
+        if p.seg_carries_encoder and p.seg_encoder_in is not None and p.last_encoder_out is not None:
             out_e = p.last_encoder_out if p.side_encoder is None else p.last_encoder_out - p.side_encoder
             value_e = (
-                out_e if self.encoder_mode is TaylorSeerCacheType.HIDDEN_STATES else out_e - p.mid_encoder_in
+                out_e if self.encoder_mode is TaylorSeerCacheType.HIDDEN_STATES else out_e - p.seg_encoder_in
             )
-            branch.encoder_store.update(value_e, p.step)
+            store.encoder.update(value_e, p.step)
+
+    def _output(self, idx: int, io: BlockIO, hidden: torch.Tensor, encoder: torch.Tensor | None) -> Any:
+        """What block `idx` returns when the cache stands in for it (None where the block returns None)."""
+        return io.make_output(hidden, None if idx in self._none_encoder_out else encoder)
 
     def _bn_block(
         self, p: _Pass, idx: int, forward: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]
@@ -475,7 +614,7 @@ class CacheRunner:
         if p.cached and stored is not None and same_layout(stored.hidden_in, hidden):
             diff = float(relative_l1(hidden, stored.hidden_in).item())
             if is_similar(diff, self.db.non_compute_blocks_diff_threshold):
-                return io.make_output(*self._reuse_block(io, stored, hidden, encoder))
+                return self._output(idx, io, *self._reuse_block(io, stored, hidden, encoder))
         out = forward(*args, **kwargs)
         p.branch.blocks[idx] = self._block_buffers(io, hidden, encoder, out)
         return out
@@ -509,7 +648,7 @@ class CacheRunner:
                 p.prune_diffs.append(diff)
                 if is_similar(diff, threshold):
                     p.pruned += 1
-                    return io.make_output(*self._reuse_block(io, stored, hidden, encoder))
+                    return self._output(idx, io, *self._reuse_block(io, stored, hidden, encoder))
             else:
                 self._warn_once("prune-layout", "block input changed shape between steps; computing fully")
         out = forward(*args, **kwargs)

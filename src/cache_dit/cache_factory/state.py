@@ -33,6 +33,14 @@ class BlockBuffers:
 
 
 @dataclass
+class SegmentStore:
+    """One middle segment's forecast state: its hidden-stream and encoder-stream residual (or output)."""
+
+    hidden: TaylorSeer
+    encoder: TaylorSeer
+
+
+@dataclass
 class BranchState:
     """Buffers and stats of one CFG branch within one call."""
 
@@ -45,23 +53,25 @@ class BranchState:
     residual_diffs: dict[int, float] = field(default_factory=dict)
     continuous_cached: int = 0
     fn_residual: torch.Tensor | None = None  # first Fn blocks' residual at the last fully computed step
-    hidden_store: TaylorSeer = field(init=False)  # middle blocks' residual (or output) at computed steps
-    encoder_store: TaylorSeer = field(init=False)
+    # middle segment start block id -> its residual (or output) at computed steps
+    segments: dict[int, SegmentStore] = field(default_factory=dict)
     blocks: dict[int, BlockBuffers] = field(default_factory=dict)
     # DBPrune
     pruned_blocks: list[int] = field(default_factory=list)
     actual_blocks: list[int] = field(default_factory=list)
     pruned_steps: int = 0
 
-    def __post_init__(self) -> None:
-        self.hidden_store = TaylorSeer(self.n_derivatives_hidden)
-        self.encoder_store = TaylorSeer(self.n_derivatives_encoder)
+    def segment(self, start: int) -> SegmentStore:
+        if start not in self.segments:
+            self.segments[start] = SegmentStore(
+                TaylorSeer(self.n_derivatives_hidden), TaylorSeer(self.n_derivatives_encoder)
+            )
+        return self.segments[start]
 
     def drop_buffers(self) -> None:
         """Forget every stored tensor (after a failed transformer call): the next step computes fully."""
         self.fn_residual = None
-        self.hidden_store.reset()
-        self.encoder_store.reset()
+        self.segments.clear()
         self.blocks.clear()
         self.continuous_cached = 0
 

@@ -89,6 +89,8 @@ class TransformerAdapter:
         separate_cfg: default of `do_separate_classifier_free_guidance` (the pipeline runs CFG as two calls).
         pipelines: pipeline class names this adapter is tested with.
         latents_arg: the transformer forward's latent input (both CFG calls of a step get the same one).
+        long_skips: late blocks take the outputs of early blocks as skip inputs (HunyuanDiT's U-Net-like
+            skips), so the last Bn blocks only see computed skips when Bn_compute_blocks <= Fn_compute_blocks.
     """
 
     name: str
@@ -97,19 +99,41 @@ class TransformerAdapter:
     separate_cfg: bool
     pipelines: tuple[str, ...]
     latents_arg: ArgSpec = ArgSpec("hidden_states", 0)
+    long_skips: bool = False
+
+    def block_lists_of(self, transformer: torch.nn.Module) -> list[tuple[str, torch.nn.ModuleList, BlockIO]]:
+        """Each declared block list (path, the list, its I/O layout) in execution order."""
+        return [(path, resolve_block_list(transformer, path, self.name), io) for path, io in self.block_lists]
 
     def blocks(self, transformer: torch.nn.Module) -> list[tuple[torch.nn.Module, BlockIO]]:
         """All blocks in execution order with their I/O layout."""
-        found: list[tuple[torch.nn.Module, BlockIO]] = []
-        for attr, io in self.block_lists:
-            block_list = getattr(transformer, attr, None)
-            if not isinstance(block_list, torch.nn.ModuleList):
-                raise ValueError(
-                    f"{type(transformer).__name__}.{attr} is not a torch.nn.ModuleList "
-                    f"(got {type(block_list).__name__}); the {self.name} adapter cannot cache it"
-                )
-            found.extend((block, io) for block in block_list)
-        return found
+        return [(block, io) for _, blocks, io in self.block_lists_of(transformer) for block in blocks]
+
+
+def resolve_block_list(
+    transformer: torch.nn.Module, path: str, adapter_name: str = ""
+) -> torch.nn.ModuleList:
+    """Follow a dotted path ("transformer_blocks", "mode_blocks.image", "stages.0.blocks") to a ModuleList.
+
+    Each part is an attribute, a ModuleDict key or a ModuleList index.
+    """
+    node: Any = transformer
+    for part in path.split("."):
+        if isinstance(node, torch.nn.ModuleDict) and part in node:
+            node = node[part]
+        elif isinstance(node, (torch.nn.ModuleList, torch.nn.Sequential)) and part.isdigit():
+            node = node[int(part)] if int(part) < len(node) else None
+        else:
+            node = getattr(node, part, None)
+        if node is None:
+            break
+    if not isinstance(node, torch.nn.ModuleList):
+        who = f"the {adapter_name} adapter" if adapter_name else "the adapter"
+        raise ValueError(
+            f"{type(transformer).__name__}.{path} is not a torch.nn.ModuleList (got {type(node).__name__}); "
+            f"{who} cannot cache it"
+        )
+    return node
 
 
 _REGISTRY: dict[type, TransformerAdapter] = {}
