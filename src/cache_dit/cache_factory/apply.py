@@ -8,11 +8,13 @@ Two pipelines, even of one class, never share it; `disable_cache` puts the origi
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 import torch
 
-from .adapters import find_adapter
+from .adapters import TransformerAdapter, find_adapter
+from .adapters.declared import declare_adapter
 from .cache_types import CacheType
 from .config import build_config
 from .runner import CacheRunner, get_runner
@@ -61,13 +63,36 @@ def _transformer_of(pipe: Any) -> torch.nn.Module:
     return transformer
 
 
+def _resolve_adapter(transformer: torch.nn.Module, adapter: Any) -> TransformerAdapter | None:
+    """The `adapter=` option: None (the registry), "auto" (None: derived on the first call), a dict, an adapter."""
+    if adapter is None:
+        return find_adapter(transformer)
+    if isinstance(adapter, str):
+        if adapter != "auto":
+            raise ValueError(
+                f"adapter={adapter!r} is not allowed; allowed: None, 'auto', a dict, a TransformerAdapter"
+            )
+        return None
+    if isinstance(adapter, TransformerAdapter):
+        return adapter
+    if isinstance(adapter, Mapping):
+        return declare_adapter(transformer, adapter)
+    raise TypeError(
+        f"adapter must be None, 'auto', a dict or a TransformerAdapter, got {type(adapter).__name__}: {adapter!r}"
+    )
+
+
 def _build_runner(transformer: torch.nn.Module, options: dict[str, Any]) -> CacheRunner | None:
     """Validate everything and build the runner without touching the model. None: cache_type NONE."""
+    options = dict(options)
+    adapter = options.pop("adapter", None)
+    validate = options.pop("validate", False)
+    if not isinstance(validate, bool):
+        raise TypeError(f"validate must be a bool, got {type(validate).__name__}: {validate!r}")
     config = build_config(**options)
     if config.cache_type is CacheType.NONE:
         return None
-    adapter = find_adapter(transformer)
-    return CacheRunner(transformer, adapter, config)
+    return CacheRunner(transformer, _resolve_adapter(transformer, adapter), config, validate=validate)
 
 
 def _swap_runner(transformer: torch.nn.Module, runner: CacheRunner | None) -> None:

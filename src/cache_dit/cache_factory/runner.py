@@ -60,6 +60,8 @@ class _Pass:
     last_encoder_out: torch.Tensor | None = None
     side_hidden: torch.Tensor | None = None  # what the model added between a segment's blocks (ControlNet)
     side_encoder: torch.Tensor | None = None
+    last_block: int = -1  # first pass: the last block id seen (blocks must run in the adapter's order)
+    replay: bool = False  # validate=True: the same inputs again, forced through the cached path
     # DBPrune
     prune_allowed: bool = False
     prune_diffs: list[float] = field(default_factory=list)
@@ -80,21 +82,59 @@ class CacheRunner:
     """Cache state and logic for one transformer instance."""
 
     def __init__(
-        self, transformer: torch.nn.Module, adapter: TransformerAdapter, config: CacheConfig
+        self,
+        transformer: torch.nn.Module,
+        adapter: TransformerAdapter | None,
+        config: CacheConfig,
+        validate: bool = False,
     ) -> None:
+        """`adapter=None`: derive it from the first transformer call (`adapter="auto"`)."""
         self.transformer = transformer
-        self.adapter = adapter
         self.config = config
+        self.validate = validate  # replay the first stored step through the cached path and compare
+        self.last_validation_diff: float | None = None
+        self.db = config.dbcache
+        self.prune = config.dbprune
+        self.threshold = (self.db or self.prune).residual_diff_threshold if (self.db or self.prune) else 0.0
+        ts = config.taylorseer
+        self.hidden_mode = ts.taylorseer_cache_type if ts.enable_taylorseer else TaylorSeerCacheType.RESIDUAL
+        self.encoder_mode = (
+            ts.taylorseer_cache_type if ts.enable_encoder_taylorseer else TaylorSeerCacheType.RESIDUAL
+        )
+        self._orders = (
+            ts.n_derivatives if ts.enable_taylorseer else 0,
+            ts.n_derivatives if ts.enable_encoder_taylorseer else 0,
+        )
+        self.explicit_separate_cfg = config.cfg.do_separate_classifier_free_guidance
+
+        self.call = self._new_call()
+        self.active = False  # True between install() and uninstall()
+        self.pipeline_managed = False
+        self._pass: _Pass | None = None
+        self._context: tuple[str, dict[str, Any]] | None = None
+        self._prev_timestep: float | None = None
+        self._warned: set[str] = set()
+        self._patches: list[_Patch] = []
+        self.adapter: TransformerAdapter | None = None
+        self.separate_cfg = bool(self.explicit_separate_cfg)
+        self.caching_enabled = False
         self.blocks: list[torch.nn.Module] = []
+        if adapter is not None:
+            self._set_adapter(adapter)
+
+    def _set_adapter(self, adapter: TransformerAdapter) -> None:
+        """Learn the block sequence from the adapter and check the options against it (nothing is patched)."""
+        transformer, config = self.transformer, self.config
+        blocks: list[torch.nn.Module] = []
         self.ios: list[BlockIO] = []
         self.block_names: list[str] = []  # "transformer_blocks.3": for error messages
         list_starts = set()
         for path, block_list, io in adapter.block_lists_of(transformer):
-            list_starts.add(len(self.blocks))
+            list_starts.add(len(blocks))
             self.block_names.extend(f"{path}.{i}" for i in range(len(block_list)))
-            self.blocks.extend(block_list)
+            blocks.extend(block_list)
             self.ios.extend([io] * len(block_list))
-        self.num_blocks = len(self.blocks)
+        self.num_blocks = len(blocks)
         model_name = type(transformer).__name__
         config.check_blocks(self.num_blocks, model_name)
         if adapter.long_skips and config.Bn > config.Fn:
@@ -114,43 +154,22 @@ class CacheRunner:
         self._none_encoder_out: set[int] = set()  # blocks that return None for the encoder (SD3's last)
         self._io_checked = False  # the first pass checks every block's inputs/outputs against the adapter
 
-        cfg = config.cfg.do_separate_classifier_free_guidance
+        cfg = self.explicit_separate_cfg
         self.separate_cfg = adapter.separate_cfg if cfg is None else cfg
-        self.explicit_separate_cfg = cfg
-
-        self.db = config.dbcache
-        self.prune = config.dbprune
-        threshold = (self.db or self.prune).residual_diff_threshold if (self.db or self.prune) else 0.0
-        self.caching_enabled = threshold > 0 and (self.has_middle or self.prune is not None)
-        ts = config.taylorseer
-        self.hidden_mode = ts.taylorseer_cache_type if ts.enable_taylorseer else TaylorSeerCacheType.RESIDUAL
-        self.encoder_mode = (
-            ts.taylorseer_cache_type if ts.enable_encoder_taylorseer else TaylorSeerCacheType.RESIDUAL
-        )
-        self._orders = (
-            ts.n_derivatives if ts.enable_taylorseer else 0,
-            ts.n_derivatives if ts.enable_encoder_taylorseer else 0,
-        )
+        self.caching_enabled = self.threshold > 0 and (self.has_middle or self.prune is not None)
         if self.prune is not None:
             never = set(self.prune.non_prune_blocks_ids)
             self.prunable = [
                 self.prune.Fn_compute_blocks <= i < self.mid_end and i not in never
                 for i in range(self.num_blocks)
             ]
-
-        self.call = self._new_call()
-        self.active = False  # True between install() and uninstall()
-        self.pipeline_managed = False
-        self._pass: _Pass | None = None
-        self._context: tuple[str, dict[str, Any]] | None = None
-        self._prev_timestep: float | None = None
-        self._warned: set[str] = set()
-        self._patches: list[_Patch] = []
-        if self.db is not None and not self.has_middle and threshold > 0:
+        self.adapter = adapter
+        self.blocks = blocks
+        if self.db is not None and not self.has_middle and self.threshold > 0:
             self._warn_once(
                 "no-middle",
                 f"Fn_compute_blocks + Bn_compute_blocks = {self.num_blocks} covers every block of "
-                f"{type(transformer).__name__}: there is nothing left to cache",
+                f"{model_name}: there is nothing left to cache",
             )
 
     # ------------------------------------------------------------------------------------------------------
@@ -167,13 +186,16 @@ class CacheRunner:
                 self._set(
                     self.transformer, "cache_context", functools.partial(self._cache_context, orig_context)
                 )
-            for idx, block in enumerate(self.blocks):
-                self._set(block, "forward", functools.partial(self._run_block, idx, block.forward))
+            self._install_blocks()
             object.__setattr__(self.transformer, RUNNER_ATTR, self)
             self.active = True
         except BaseException:
             self.uninstall()
             raise
+
+    def _install_blocks(self) -> None:
+        for idx, block in enumerate(self.blocks):
+            self._set(block, "forward", functools.partial(self._run_block, idx, block.forward))
 
     def uninstall(self) -> None:
         """Restore every patched attribute exactly (an own attribute is put back, a class one un-shadowed).
@@ -252,16 +274,72 @@ class CacheRunner:
         self._pass = self._open_pass(args, kwargs)
         ok = False
         try:
-            out = orig(*args, **kwargs)
+            if self.adapter is None:  # adapter="auto": this first call is computed and teaches the layout
+                out = self._derive_and_install(orig, args, kwargs)
+            else:
+                out = orig(*args, **kwargs)
             ok = True
-            return out
         finally:
             p, self._pass = self._pass, None
             self._close_pass(p, ok)
+        if self.validate and p is not None and self._can_replay(p):
+            self._replay(p, orig, args, kwargs, out)
+        return out
+
+    def _derive_and_install(
+        self, orig: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]
+    ) -> Any:
+        from .adapters.auto import derive_adapter
+
+        out, adapter = derive_adapter(self.transformer, orig, args, kwargs)
+        self._set_adapter(adapter)
+        self._install_blocks()
+        return out
+
+    def _can_replay(self, p: _Pass) -> bool:
+        """After the first computed step that stored everything a cached step needs."""
+        if p.cached or not self.caching_enabled or self.adapter is None:
+            return False
+        if self.prune is not None:
+            return bool(p.branch.blocks)
+        return all(start in p.branch.segments for start in self.segment_starts)
+
+    def _replay(
+        self, p: _Pass, orig: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any], out: Any
+    ) -> None:
+        """validate=True: run the same inputs again through the cached path; it must give the same output.
+
+        With identical inputs every stored residual is exact, so any difference beyond float rounding means
+        the adapter is wrong for this model (a stream it does not know about, a block it misreads).
+        """
+        self.validate = False
+        replay = _Pass(branch=p.branch, step=p.step, replay=True)
+        if self.prune is not None:
+            replay.prune_allowed = True
+        self._pass = replay
+        try:
+            again = orig(*args, **kwargs)
+        finally:
+            self._pass = None
+        ref, got = _first_tensor(out), _first_tensor(again)
+        diff = float((ref.float() - got.float()).abs().max())
+        scale = float(ref.float().abs().max()) or 1.0
+        self.last_validation_diff = diff
+        if not (replay.cached or replay.pruned) or diff > 1e-3 * scale:
+            what = (
+                "never reached the cached path"
+                if not (replay.cached or replay.pruned)
+                else f"max |diff| {diff:.3g}"
+            )
+            raise ValueError(
+                f"validate=True: a cached step with identical inputs does not reproduce the computed output of "
+                f"{type(self.transformer).__name__} ({what}, output scale {scale:.3g}); the adapter does not "
+                "describe this model's blocks correctly"
+            )
 
     def _open_pass(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> _Pass:
         name, ctx_kwargs = self._context if self._context is not None else (None, {})
-        if not self.pipeline_managed:
+        if not self.pipeline_managed and self.adapter is not None:
             self._detect_new_run(args, kwargs)
         call = self.call
         if name is not None:
@@ -277,7 +355,8 @@ class CacheRunner:
             uncond = first_of_step == self.config.cfg.cfg_compute_first
             branch_name = "uncond" if uncond else "cond"
             call.unmarked_calls += 1
-            self._check_cfg_pair(call, first_of_step, args, kwargs)
+            if self.adapter is not None:
+                self._check_cfg_pair(call, first_of_step, args, kwargs)
         else:
             branch_name = "cond"
         branch = call.branch(branch_name)
@@ -328,7 +407,7 @@ class CacheRunner:
         self._prev_timestep = value
 
     def _close_pass(self, p: _Pass | None, ok: bool) -> None:
-        if p is None:
+        if p is None or p.replay:
             return
         branch = p.branch
         self._io_checked = self._io_checked or ok
@@ -350,19 +429,25 @@ class CacheRunner:
         if p is None:  # a block called outside a transformer call
             return forward(*args, **kwargs)
         if not self._io_checked:
-            forward = self._checking_forward(idx, forward, args, kwargs)
+            forward = self._checking_forward(p, idx, forward, args, kwargs)
         if self.prune is not None:
             return self._prune_block(p, idx, forward, args, kwargs)
         return self._dbcache_block(p, idx, forward, args, kwargs)
 
     def _checking_forward(
-        self, idx: int, forward: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]
+        self, p: _Pass, idx: int, forward: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]
     ) -> Callable[..., Any]:
         """First pass only: check block `idx`'s inputs now and its output when it runs, against the adapter.
 
         A wrong adapter (declared or registered) fails here, naming the block, instead of giving a wrong image.
         """
         io, name = self.ios[idx], f"{type(self.transformer).__name__}.{self.block_names[idx]}"
+        if idx <= p.last_block:
+            raise ValueError(
+                f"{name} ran after {self.block_names[p.last_block]}: the adapter lists the blocks in another "
+                "order than the model runs them (block lists must be given in execution order, each run once)"
+            )
+        p.last_block = idx
         hidden, encoder = io.inputs(args, kwargs)
         if not isinstance(hidden, torch.Tensor):
             raise ValueError(
@@ -446,6 +531,9 @@ class CacheRunner:
     def _decide(self, p: _Pass, fn_residual: torch.Tensor) -> None:
         """Cache this step or not. The one host sync of a DBCache step is here."""
         branch, step, db = p.branch, p.step, self.db
+        if p.replay:
+            p.cached = self._middle_ready(branch, fn_residual)
+            return
         shared = not self.config.cfg.cfg_diff_compute_separate
         decided = self.call.step_decisions.get(step) if shared else None
         if decided is not None:  # another branch already decided this step for both
@@ -693,6 +781,17 @@ class CacheRunner:
         if key not in self._warned:
             self._warned.add(key)
             warnings.warn(f"cache-dit: {message}", RuntimeWarning, stacklevel=3)
+
+
+def _first_tensor(out: Any) -> torch.Tensor:
+    """The main output of a transformer call: the tensor itself, the first of a tuple, or `.sample`."""
+    if isinstance(out, torch.Tensor):
+        return out
+    if isinstance(out, (tuple, list)):
+        return _first_tensor(out[0])
+    if hasattr(out, "to_tuple"):
+        return _first_tensor(out.to_tuple())
+    raise TypeError(f"cannot find the output tensor in {type(out).__name__}")
 
 
 def get_runner(transformer: Any) -> CacheRunner | None:

@@ -179,7 +179,11 @@ def find_adapter(transformer: torch.nn.Module) -> TransformerAdapter:
     supported = "; ".join(
         f"{name} ({', '.join(pipes)})" if pipes else name for name, pipes in supported_models().items()
     )
-    raise ValueError(f"{type(transformer).__name__} is not supported by cache-dit; supported: {supported}")
+    raise ValueError(
+        f"{type(transformer).__name__} is not supported by cache-dit; supported: {supported}. For another "
+        "transformer pass adapter='auto' (the layout is learned on the first call) or declare its blocks with "
+        "adapter=dict(blocks=[...], hidden=..., encoder=..., returns=...)"
+    )
 
 
 _loaded = False
