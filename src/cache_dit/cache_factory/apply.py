@@ -21,18 +21,27 @@ from .runner import CacheRunner, get_runner
 from .stats import CacheStats
 
 _PIPE_MARK = "_cache_dit_original_class"
+_DENOISERS_MARK = "_cache_dit_denoisers"  # names of the cached denoiser components, on the per-instance class
+
+
+def _runners_of(pipe: Any) -> list[CacheRunner]:
+    names = type(pipe).__dict__.get(_DENOISERS_MARK, ("transformer",))
+    runners = (get_runner(getattr(pipe, name, None)) for name in names)
+    return [r for r in runners if r is not None]
 
 
 def _pipeline_call(self: Any, *args: Any, **kwargs: Any) -> Any:
-    runner = get_runner(getattr(self, "transformer", None))
+    runners = _runners_of(self)
     original = type(self).__dict__[_PIPE_MARK]
-    if runner is None:
+    if not runners:
         return original.__call__(self, *args, **kwargs)
-    runner.begin_pipeline_call()
+    for runner in runners:
+        runner.begin_pipeline_call()
     try:
         return original.__call__(self, *args, **kwargs)
     finally:
-        runner.end_pipeline_call()
+        for runner in runners:
+            runner.end_pipeline_call()
 
 
 def _cached_class(cls: type) -> type:
@@ -52,15 +61,58 @@ def _is_patched(pipe: Any) -> bool:
     return _PIPE_MARK in type(pipe).__dict__
 
 
-def _transformer_of(pipe: Any) -> torch.nn.Module:
+def _has_adapter(module: torch.nn.Module) -> bool:
+    try:
+        find_adapter(module)
+    except ValueError:
+        return False
+    return True
+
+
+def _denoisers_of(pipe: Any) -> dict[str, torch.nn.Module]:
+    """The pipeline's denoisers: `transformer`, plus every other component a registered adapter knows
+    (Wan 2.2's `transformer_2`, a `prior`), in the pipeline's component order."""
     transformer = getattr(pipe, "transformer", None)
-    if not isinstance(transformer, torch.nn.Module):
+    found: dict[str, torch.nn.Module] = {}
+    if isinstance(transformer, torch.nn.Module):
+        found["transformer"] = transformer
+    components = getattr(pipe, "components", None)
+    for name, module in components.items() if isinstance(components, Mapping) else ():
+        if name not in found and isinstance(module, torch.nn.Module) and _has_adapter(module):
+            if all(module is not other for other in found.values()):
+                found[name] = module
+    if not found:
         raise TypeError(
             f"apply_cache_on_pipe expects a diffusers pipeline with a `transformer` module, got "
             f"{type(pipe).__name__} (transformer={type(transformer).__name__}); for a bare transformer use "
             "apply_cache_on_transformer"
         )
-    return transformer
+    return found
+
+
+def _per_denoiser_options(
+    denoisers: dict[str, torch.nn.Module], options: dict[str, Any]
+) -> dict[str, dict[str, Any] | None]:
+    """Options for each denoiser: the common ones, updated by `per_denoiser[name]` (False: leave it uncached)."""
+    per = options.pop("per_denoiser", None) or {}
+    if not isinstance(per, Mapping):
+        raise TypeError(f"per_denoiser must be a dict of denoiser name -> options dict or False, got {per!r}")
+    unknown = sorted(set(per) - set(denoisers))
+    if unknown:
+        raise ValueError(
+            f"per_denoiser names {unknown[0]!r}, which is not a denoiser of this pipeline; allowed: "
+            f"{', '.join(denoisers)}"
+        )
+    resolved: dict[str, dict[str, Any] | None] = {}
+    for name in denoisers:
+        extra = per.get(name, {})
+        if extra is False:
+            resolved[name] = None
+        elif isinstance(extra, Mapping):
+            resolved[name] = {**options, **extra}
+        else:
+            raise TypeError(f"per_denoiser[{name!r}] must be an options dict or False, got {extra!r}")
+    return resolved
 
 
 def _resolve_adapter(transformer: torch.nn.Module, adapter: Any) -> TransformerAdapter | None:
@@ -126,40 +178,69 @@ def apply_cache_on_transformer(transformer: torch.nn.Module, **options: Any) -> 
 
 
 def apply_cache_on_pipe(pipe: Any, **options: Any) -> Any:
-    """Cache the transformer of a diffusers pipeline; returns the pipeline.
+    """Cache the denoiser(s) of a diffusers pipeline; returns the pipeline.
 
     Options left out take `CacheType.default_options(cache_type)` (cache_type defaults to DBCache). Calling it
     again replaces the previous options; `cache_type=CacheType.NONE` removes the cache. If it raises, the
     pipeline is exactly as it was.
+
+    Besides the cache options:
+        adapter: None (default: the registry, by transformer class), "auto" (the block layout is learned on the
+            first call) or a declaration dict (see `cache_factory.adapters.declared`).
+        validate: replay the first stored step through the cached path and raise if it does not reproduce
+            the computed output (one extra transformer call, once; default False).
+        per_denoiser: for pipelines with several denoisers (Wan 2.2's `transformer` and `transformer_2`),
+            `{name: {option overrides}}`, or `{name: False}` to leave one uncached.
     """
-    transformer = _transformer_of(pipe)
-    runner = _build_runner(transformer, options)  # all validation happens here, before any change
-    if runner is None:
+    denoisers = _denoisers_of(pipe)
+    plan = _per_denoiser_options(denoisers, dict(options))
+    # all validation happens here, before any change
+    runners = {
+        name: _build_runner(denoisers[name], opts) if opts is not None else None
+        for name, opts in plan.items()
+    }
+    if all(r is None for r in runners.values()):
         disable_cache(pipe)
         return pipe
-    _swap_runner(transformer, runner)
+    done: list[torch.nn.Module] = []
+    try:
+        for name, runner in runners.items():
+            _swap_runner(denoisers[name], runner)
+            done.append(denoisers[name])
+    except BaseException:
+        for module in done:  # rare (an install that failed half-way): leave no cache rather than a mix
+            old = get_runner(module)
+            if old is not None:
+                old.uninstall()
+        raise
     if not _is_patched(pipe):
         pipe.__class__ = _cached_class(type(pipe))
+    setattr(type(pipe), _DENOISERS_MARK, tuple(denoisers))
     return pipe
 
 
 def disable_cache(pipe_or_transformer: Any) -> Any:
     """Remove the cache: forwards, block lists and the pipeline class are restored exactly."""
+    modules = [pipe_or_transformer]
+    if not isinstance(pipe_or_transformer, torch.nn.Module):
+        names = type(pipe_or_transformer).__dict__.get(_DENOISERS_MARK, ("transformer",))
+        modules = [getattr(pipe_or_transformer, name, None) for name in names]
     if _is_patched(pipe_or_transformer):
         pipe_or_transformer.__class__ = type(pipe_or_transformer).__dict__[_PIPE_MARK]
-    transformer = pipe_or_transformer
-    if not isinstance(pipe_or_transformer, torch.nn.Module):
-        transformer = getattr(pipe_or_transformer, "transformer", None)
-    runner = get_runner(transformer)
-    if runner is not None:
-        runner.uninstall()
+    for module in modules:
+        runner = get_runner(module)
+        if runner is not None:
+            runner.uninstall()
     return pipe_or_transformer
 
 
-def summary(pipe_or_transformer: Any) -> CacheStats:
-    """Stats of the last pipeline call (empty `CacheStats` with cache_type "NONE" when no cache is applied)."""
+def summary(pipe_or_transformer: Any, denoiser: str = "transformer") -> CacheStats:
+    """Stats of the last pipeline call (empty `CacheStats` with cache_type "NONE" when no cache is applied).
+
+    `denoiser` picks another denoiser of a pipeline that has several (e.g. "transformer_2" in Wan 2.2).
+    """
     transformer = pipe_or_transformer
     if not isinstance(pipe_or_transformer, torch.nn.Module):
-        transformer = getattr(pipe_or_transformer, "transformer", None)
+        transformer = getattr(pipe_or_transformer, denoiser, None)
     runner = get_runner(transformer)
     return runner.stats() if runner is not None else CacheStats()

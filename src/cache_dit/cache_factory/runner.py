@@ -49,6 +49,7 @@ class _Pass:
     step: int
     cached: bool = False
     first_hidden_in: torch.Tensor | None = None  # input of block 0 (of the last shape change within Fn)
+    fn_residual: torch.Tensor | None = None  # this step's first-Fn-blocks residual
     # the middle segment being run: its first block, inputs, and whether it is served from the cache
     seg_start: int | None = None
     seg_from_cache: bool = False
@@ -119,6 +120,7 @@ class CacheRunner:
         self.separate_cfg = bool(self.explicit_separate_cfg)
         self.caching_enabled = False
         self.blocks: list[torch.nn.Module] = []
+        self._io_checked = False
         if adapter is not None:
             self._set_adapter(adapter)
 
@@ -531,13 +533,14 @@ class CacheRunner:
     def _decide(self, p: _Pass, fn_residual: torch.Tensor) -> None:
         """Cache this step or not. The one host sync of a DBCache step is here."""
         branch, step, db = p.branch, p.step, self.db
+        p.fn_residual = fn_residual
         if p.replay:
-            p.cached = self._middle_ready(branch, fn_residual)
+            p.cached = self._middle_ready(branch)
             return
         shared = not self.config.cfg.cfg_diff_compute_separate
         decided = self.call.step_decisions.get(step) if shared else None
         if decided is not None:  # another branch already decided this step for both
-            cached = decided and self._middle_ready(branch, fn_residual)
+            cached = decided and self._middle_ready(branch)
         else:
             diff = None
             if same_layout(branch.fn_residual, fn_residual):
@@ -560,7 +563,7 @@ class CacheRunner:
                     db.max_continuous_cached_steps,
                 )
                 and is_similar(diff, db.residual_diff_threshold)
-                and self._middle_ready(branch, fn_residual)
+                and self._middle_ready(branch)
             )
             if shared:
                 self.call.step_decisions[step] = cached
@@ -572,16 +575,8 @@ class CacheRunner:
             branch.continuous_cached = 0
             branch.fn_residual = fn_residual
 
-    def _middle_ready(self, branch: BranchState, like: torch.Tensor) -> bool:
-        """Every middle segment has a stored residual, the first one fitting the hidden states `like`."""
-        first = branch.segments.get(self.Fn)
-        if first is None or not first.hidden.factors:
-            return False
-        if not same_layout(first.hidden.factors[0], like):
-            self._warn_once(
-                "mid-layout", "cached residual no longer matches the hidden states; computing fully"
-            )
-            return False
+    def _middle_ready(self, branch: BranchState) -> bool:
+        """Every middle segment has a stored residual (whether it fits is checked at each segment's start)."""
         return all(
             start in branch.segments and branch.segments[start].hidden.factors
             for start in self.segment_starts
@@ -609,6 +604,8 @@ class CacheRunner:
             self.segment_starts.add(idx)
             p.seg_start = idx
             p.seg_from_cache = p.cached and self._segment_fits(p.branch, idx, hidden, encoder)
+            if p.cached and not p.seg_from_cache and idx == self.Fn and not p.replay:
+                self._uncache(p)  # nothing skipped yet: the whole step is computed (and stored) instead
             if p.seg_from_cache:
                 return self._output(idx, io, *self._cached_segment(p, idx, hidden, encoder))
             p.seg_store = not p.cached  # a segment computed on a cached step is not stored
@@ -625,6 +622,15 @@ class CacheRunner:
         if idx == self.mid_end - 1:
             self._close_segment(p)
         return out
+
+    def _uncache(self, p: _Pass) -> None:
+        """Turn a step decided as cached into a computed one (its first segment's residual does not fit)."""
+        p.cached = False
+        branch = p.branch
+        if branch.cached_steps and branch.cached_steps[-1] == p.step:
+            branch.cached_steps.pop()
+        branch.continuous_cached = 0
+        branch.fn_residual = p.fn_residual
 
     def _segment_fits(
         self, branch: BranchState, start: int, hidden: torch.Tensor, encoder: torch.Tensor | None

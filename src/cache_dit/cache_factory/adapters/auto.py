@@ -19,7 +19,7 @@ from typing import Any
 
 import torch
 
-from . import TransformerAdapter
+from . import TransformerAdapter, resolve_block_list
 from .declared import declare_adapter
 
 _TEXT_HINTS = ("encoder", "context", "text", "txt", "caption", "prompt", "cap_")
@@ -177,6 +177,8 @@ def derive_adapter(
         indices = [e.index for e in info.events]
         if indices != list(range(info.size)) or runs.count(path) != 1:
             continue  # not a block list run once in order (interleaved lists, loops over layers, helpers)
+        if len({type(m) for m in resolve_block_list(transformer, path)}) != 1:
+            continue  # a list of different layers (an MLP's parts), not of blocks
         last_pos = max(i for i, e in enumerate(order) if e.path == path)
         following = next((e for e in order[last_pos + 1 :] if e.path != path), None)
         entry = _layout(info, following)
