@@ -32,6 +32,7 @@ from typing import Any
 import torch
 
 from .adapters import BlockIO, TransformerAdapter
+from .adapters.declared import timestep_spec
 from .cache_types import CacheType
 from .config import CacheConfig, TaylorSeerCacheType
 from .decision import dynamic_prune_threshold, is_similar, relative_l1, step_can_cache
@@ -121,6 +122,7 @@ class CacheRunner:
         self.caching_enabled = False
         self.blocks: list[torch.nn.Module] = []
         self._io_checked = False
+        self._auto_timestep = timestep_spec(transformer) if adapter is None else None
         if adapter is not None:
             self._set_adapter(adapter)
 
@@ -352,6 +354,12 @@ class CacheRunner:
                     "do_separate_classifier_free_guidance=False, but the pipeline marks cond/uncond calls "
                     "itself; its marks win and each branch keeps its own cache",
                 )
+        elif (
+            self.pipeline_managed
+            and self.explicit_separate_cfg is not False
+            and (t := self._timestep(args, kwargs)) is not None
+        ):
+            branch_name = self._branch_by_timestep(call, t)
         elif self.separate_cfg:
             first_of_step = call.unmarked_calls % 2 == 0
             uncond = first_of_step == self.config.cfg.cfg_compute_first
@@ -375,6 +383,22 @@ class CacheRunner:
                 and (cfg.max_pruned_steps < 0 or branch.pruned_steps < cfg.max_pruned_steps)
             )
         return p
+
+    def _timestep(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> float | None:
+        spec = self.adapter.timestep_arg if self.adapter is not None else self._auto_timestep
+        t = spec.get(args, kwargs) if spec is not None else None
+        if isinstance(t, torch.Tensor) and t.numel() > 0:
+            return float(t.reshape(-1)[0])  # one small host read per transformer call
+        return float(t) if isinstance(t, (int, float)) and not isinstance(t, bool) else None
+
+    def _branch_by_timestep(self, call: CallState, t: float) -> str:
+        """Unmarked calls within a pipeline call: the calls of one step share its timestep, so the k-th call with
+        the same timestep is the k-th branch (CFG's cond/uncond pair; a third pass such as skip-layer guidance gets its own). One
+        call per step, a pair per step, or pairs that stop half-way (CFG truncation) are all told apart."""
+        call.step_call = call.step_call + 1 if call.last_timestep == t else 0
+        call.last_timestep = t
+        first, second = ("uncond", "cond") if self.config.cfg.cfg_compute_first else ("cond", "uncond")
+        return (first, second)[call.step_call] if call.step_call < 2 else f"call{call.step_call}"
 
     def _check_cfg_pair(
         self, call: CallState, first_of_step: bool, args: tuple[Any, ...], kwargs: dict[str, Any]

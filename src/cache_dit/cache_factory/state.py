@@ -85,6 +85,8 @@ class CallState:
     branches: dict[str, BranchState] = field(default_factory=dict)
     unmarked_calls: int = 0  # transformer calls without a branch mark from the pipeline
     pair_latents: torch.Tensor | None = None  # latents of the first unmarked call of the current step
+    last_timestep: float | None = None  # timestep of the last unmarked call (calls of one step share it)
+    step_call: int = 0  # index of the last unmarked call within its step
     step_decisions: dict[int, bool] = field(default_factory=dict)  # cfg_diff_compute_separate=False
 
     def branch(self, name: str) -> BranchState:

@@ -70,6 +70,13 @@ def arg_spec(module: torch.nn.Module, name: str, what: str) -> ArgSpec:
     )
 
 
+def timestep_spec(transformer: torch.nn.Module, name: str | None = None) -> ArgSpec | None:
+    """The transformer forward's timestep argument: `name`, else the first argument named like "timestep"."""
+    names, _ = forward_params(transformer)
+    name = name or next((n for n in names if "timestep" in n), None)
+    return ArgSpec(name, names.index(name)) if name in names else None
+
+
 def _returns(value: Any, what: str) -> tuple[int | None, int | None, int]:
     """(hidden_out, encoder_out, num_outputs) from "hidden" or a tuple such as ("encoder", "hidden")."""
     if value == "hidden":
@@ -134,11 +141,14 @@ def declare_adapter(transformer: torch.nn.Module, spec: Mapping[str, Any]) -> Tr
         lists.append((path, BlockIO(hidden, encoder, hidden_out, encoder_out, num)))
 
     forward_names, _ = forward_params(transformer)
-    timestep = spec.get("timestep") or next((n for n in forward_names if "timestep" in n), "")
+    timestep = spec.get("timestep")
     latents = spec.get("latents", forward_names[0] if forward_names else "hidden_states")
     for key, value in (("timestep", timestep or ""), ("latents", latents)):
         if not isinstance(value, str):
             raise TypeError(f"adapter[{key!r}] must be a str (a forward argument name), got {value!r}")
+    if timestep:
+        arg_spec(transformer, timestep, f"adapter, {model}")  # raises naming the forward's arguments
+    timestep_arg = timestep_spec(transformer, timestep) or ArgSpec("", 10_000)
     separate_cfg = spec.get("separate_cfg", False)
     long_skips = spec.get("long_skips", False)
     for key, value in (("separate_cfg", separate_cfg), ("long_skips", long_skips)):
@@ -147,9 +157,7 @@ def declare_adapter(transformer: torch.nn.Module, spec: Mapping[str, Any]) -> Tr
     return TransformerAdapter(
         name=str(spec.get("name", f"declared {model}")),
         block_lists=tuple(lists),
-        timestep_arg=arg_spec(transformer, timestep, f"adapter, {model}")
-        if timestep
-        else ArgSpec("", 10_000),
+        timestep_arg=timestep_arg,
         separate_cfg=separate_cfg,
         pipelines=(),
         latents_arg=arg_spec(transformer, latents, f"adapter, {model}"),
