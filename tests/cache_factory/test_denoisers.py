@@ -96,3 +96,44 @@ def test_bad_per_denoiser_options_change_nothing(per, error, match):
         apply_cache_on_pipe(pipe, **FORCED, per_denoiser=per)
     assert type(pipe) is cls
     assert RUNNER_ATTR not in pipe.transformer.__dict__ and RUNNER_ATTR not in pipe.transformer_2.__dict__
+
+
+class _ChunkedLoops:
+    """A pipeline-like object that runs one denoising loop per chunk in one call (as chunked/autoregressive
+    video pipelines do): the timesteps restart at each chunk."""
+
+    def __init__(self):
+        from cache_dit.testing.toy import toy_dit
+
+        self.transformer = toy_dit()
+
+    @torch.no_grad()
+    def __call__(self, seeds=(0, 1), steps=4):
+        outs = []
+        for seed in seeds:
+            g = torch.Generator().manual_seed(seed)
+            x, text = torch.randn(1, 16, 8, generator=g), torch.randn(1, 5, 12, generator=g)
+            for step in range(steps):
+                x = x - 0.2 * self.transformer(x, text, torch.tensor([1000.0 - 200 * step]))
+            outs.append(x)
+        return outs
+
+
+TOY = dict(
+    blocks=[
+        dict(path="stages.dual", hidden="hidden", encoder="context", returns=("hidden", "encoder")),
+        dict(path="stages.joint", hidden="tokens", encoder=None, returns="hidden"),
+    ]
+)
+
+
+def test_several_denoising_loops_in_one_call_start_fresh():
+    options = dict(FORCED, warmup_steps=1)
+    pipe = _ChunkedLoops()
+    apply_cache_on_pipe(pipe, **options, adapter=TOY)
+    _, second = pipe(seeds=(0, 1))
+    assert cache_dit.summary(pipe).cached_steps == [1, 2, 3]  # the last loop, warmup honoured again
+    alone = _ChunkedLoops()
+    apply_cache_on_pipe(alone, **options, adapter=TOY)
+    (only,) = alone(seeds=(1,))
+    assert torch.equal(second, only)  # nothing of the first chunk's residuals leaked into the second

@@ -345,6 +345,9 @@ class CacheRunner:
         name, ctx_kwargs = self._context if self._context is not None else (None, {})
         if not self.pipeline_managed and self.adapter is not None:
             self._detect_new_run(args, kwargs)
+        t = self._timestep(args, kwargs) if self.pipeline_managed else None
+        if t is not None:
+            self._detect_new_loop(t)
         call = self.call
         if name is not None:
             branch_name = str(name)
@@ -354,11 +357,7 @@ class CacheRunner:
                     "do_separate_classifier_free_guidance=False, but the pipeline marks cond/uncond calls "
                     "itself; its marks win and each branch keeps its own cache",
                 )
-        elif (
-            self.pipeline_managed
-            and self.explicit_separate_cfg is not False
-            and (t := self._timestep(args, kwargs)) is not None
-        ):
+        elif t is not None and self.explicit_separate_cfg is not False:
             branch_name = self._branch_by_timestep(call, t)
         elif self.separate_cfg:
             first_of_step = call.unmarked_calls % 2 == 0
@@ -390,6 +389,19 @@ class CacheRunner:
         if isinstance(t, torch.Tensor) and t.numel() > 0:
             return float(t.reshape(-1)[0])  # one small host read per transformer call
         return float(t) if isinstance(t, (int, float)) and not isinstance(t, bool) else None
+
+    def _detect_new_loop(self, t: float) -> None:
+        """A pipeline call that runs several denoising loops (chunks, stages): the timesteps of one loop move one
+        way, so a move the other way starts a new loop, with fresh state (stats then describe the last loop)."""
+        call = self.call
+        last = call.loop_timestep
+        if last is not None and t != last:
+            direction = 1 if t > last else -1
+            if call.loop_direction is None:
+                call.loop_direction = direction
+            elif direction != call.loop_direction:
+                self.call = self._new_call()
+        self.call.loop_timestep = t
 
     def _branch_by_timestep(self, call: CallState, t: float) -> str:
         """Unmarked calls within a pipeline call: the calls of one step share its timestep, so the k-th call with
@@ -504,6 +516,17 @@ class CacheRunner:
                     f"{name} returned a {got}, but the adapter says a tuple of {io.num_outputs} "
                     f"(hidden at {io.hidden_out}, encoder at {io.encoder_out})"
                 )
+            if io.hidden_out is not None:
+                unnamed = [
+                    i
+                    for i, item in enumerate(out)
+                    if item is not None and i not in (io.hidden_out, io.encoder_out)
+                ]
+                if unnamed:
+                    raise ValueError(
+                        f"{name} returned {type(out[unnamed[0]]).__name__} at position {unnamed[0]}, which the "
+                        "adapter names neither hidden nor encoder: the cache cannot stand in for it"
+                    )
             hidden_out, encoder_out = io.outputs(out)
             if not isinstance(hidden_out, torch.Tensor) or hidden_out.shape != hidden.shape:
                 got = (

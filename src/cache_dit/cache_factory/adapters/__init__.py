@@ -6,9 +6,9 @@ The registry is keyed by the transformer class and looked up along the MRO, neve
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import torch
@@ -136,7 +136,43 @@ def resolve_block_list(
     return node
 
 
-_REGISTRY: dict[type, TransformerAdapter] = {}
+@dataclass(frozen=True)
+class FamilySpec:
+    """A registered family written as a declaration (the `adapter=dict(...)` form, see `declared.py`).
+
+    It is turned into a `TransformerAdapter` against the first instance (argument positions come from the
+    blocks' own signatures) and checked exactly like a user's declaration.
+    """
+
+    spec: Mapping[str, Any]
+    pipelines: tuple[str, ...] = ()
+
+
+_REGISTRY: dict[type, TransformerAdapter | FamilySpec] = {}
+_UNSUPPORTED: dict[type, str] = {}  # class -> why the runner cannot cache it
+_RESOLVED: dict[type, TransformerAdapter] = {}
+
+
+def _diffusers_class(cls_name: str) -> type | None:
+    import diffusers
+
+    return getattr(diffusers, cls_name, None)
+
+
+def register_family(cls_name: str, pipelines: tuple[str, ...] = (), **spec: Any) -> None:
+    """Register a diffusers transformer class (by its exported name) with a declaration; a class the installed
+    diffusers does not have is skipped."""
+    cls = _diffusers_class(cls_name)
+    if cls is not None:
+        _REGISTRY[cls] = FamilySpec(spec, pipelines)
+        _RESOLVED.pop(cls, None)
+
+
+def register_unsupported(cls_name: str, reason: str) -> None:
+    """A class the runner cannot cache: applying a cache raises a ValueError with `reason`."""
+    cls = _diffusers_class(cls_name)
+    if cls is not None:
+        _UNSUPPORTED[cls] = reason
 
 
 def register_adapter(transformer_cls: type, adapter: TransformerAdapter) -> None:
@@ -144,10 +180,12 @@ def register_adapter(transformer_cls: type, adapter: TransformerAdapter) -> None
     if not isinstance(transformer_cls, type) or not issubclass(transformer_cls, torch.nn.Module):
         raise TypeError(f"transformer_cls must be a torch.nn.Module subclass, got {transformer_cls!r}")
     _REGISTRY[transformer_cls] = adapter
+    _RESOLVED.pop(transformer_cls, None)
 
 
 def unregister_adapter(transformer_cls: type) -> None:
     _REGISTRY.pop(transformer_cls, None)
+    _RESOLVED.pop(transformer_cls, None)
 
 
 @contextmanager
@@ -161,28 +199,39 @@ def registered_adapter(transformer_cls: type, adapter: TransformerAdapter) -> It
         if previous is None:
             unregister_adapter(transformer_cls)
         else:
-            _REGISTRY[transformer_cls] = previous
+            register_adapter(transformer_cls, previous)
 
 
 def supported_models() -> dict[str, tuple[str, ...]]:
     """Transformer class name -> the pipelines it is tested with."""
     _load_builtin()
-    return {cls.__name__: adapter.pipelines for cls, adapter in _REGISTRY.items()}
+    return {cls.__name__: entry.pipelines for cls, entry in _REGISTRY.items()}
 
 
 def find_adapter(transformer: torch.nn.Module) -> TransformerAdapter:
     """The adapter for `type(transformer)` or its nearest registered base class; ValueError if none."""
     _load_builtin()
+    model = type(transformer).__name__
     for cls in type(transformer).__mro__:
-        if cls in _REGISTRY:
-            return _REGISTRY[cls]
-    supported = "; ".join(
-        f"{name} ({', '.join(pipes)})" if pipes else name for name, pipes in supported_models().items()
-    )
+        if cls in _UNSUPPORTED:
+            raise ValueError(
+                f"{model} is not supported by cache-dit: {_UNSUPPORTED[cls]}. If only some of its block lists "
+                "can be cached, declare them with adapter=dict(blocks=[...], ...)"
+            )
+        entry = _REGISTRY.get(cls)
+        if isinstance(entry, TransformerAdapter):
+            return entry
+        if isinstance(entry, FamilySpec):
+            if cls not in _RESOLVED:
+                from .declared import declare_adapter
+
+                adapter = declare_adapter(transformer, {"name": cls.__name__, **entry.spec})
+                _RESOLVED[cls] = replace(adapter, pipelines=entry.pipelines)
+            return _RESOLVED[cls]
     raise ValueError(
-        f"{type(transformer).__name__} is not supported by cache-dit; supported: {supported}. For another "
-        "transformer pass adapter='auto' (the layout is learned on the first call) or declare its blocks with "
-        "adapter=dict(blocks=[...], hidden=..., encoder=..., returns=...)"
+        f"{model} is not supported by cache-dit; supported: {', '.join(sorted(supported_models()))}. For "
+        "another transformer pass adapter='auto' (the layout is learned on the first call) or declare its "
+        "blocks with adapter=dict(blocks=[...], hidden=..., encoder=..., returns=...)"
     )
 
 

@@ -78,7 +78,10 @@ def timestep_spec(transformer: torch.nn.Module, name: str | None = None) -> ArgS
 
 
 def _returns(value: Any, what: str) -> tuple[int | None, int | None, int]:
-    """(hidden_out, encoder_out, num_outputs) from "hidden" or a tuple such as ("encoder", "hidden")."""
+    """(hidden_out, encoder_out, num_outputs) from "hidden" or a tuple such as ("encoder", "hidden").
+
+    A tuple item None is an item the block returns as None (the cache returns None there too).
+    """
     if value == "hidden":
         return None, None, 1
     if isinstance(value, str) or not isinstance(value, Sequence) or not value:
@@ -87,10 +90,11 @@ def _returns(value: Any, what: str) -> tuple[int | None, int | None, int]:
             "tuple naming each returned item, e.g. ('encoder', 'hidden')"
         )
     items = list(value)
-    bad = [v for v in items if v not in _STREAMS]
+    bad = [v for v in items if v not in (*_STREAMS, None)]
     if bad or items.count("hidden") != 1 or items.count("encoder") > 1:
         raise ValueError(
-            f"{what}: returns={tuple(items)!r} must name 'hidden' once and 'encoder' at most once, nothing else"
+            f"{what}: returns={tuple(items)!r} must name 'hidden' once and 'encoder' at most once; other items "
+            "may only be None (returned as None)"
         )
     encoder = items.index("encoder") if "encoder" in items else None
     return items.index("hidden"), encoder, len(items)
