@@ -1,0 +1,1286 @@
+"""A zoo of tiny instances of every transformer class exported by `diffusers.models.transformers`.
+
+`FAMILIES` maps the transformer class name to a `Family`: how to build a tiny, randomly initialised
+instance from the class's own config arguments (widths <= 64, 1-2 blocks per list, at least 3 blocks in
+all where the class allows), and the forward kwargs of one denoising step (same shapes every step, the
+timestep decreasing with `step`, the latent input moving slightly like a denoising trajectory; everything
+seeded and deterministic). Classes that are not denoising transformers of a pipeline (UNet sub-modules,
+deprecated or non-denoising models) are listed with `out_of_scope` set to the reason.
+
+`pattern` is a short label of how the blocks pass tensors (see `families_survey.py` for the measured
+survey and `PATTERNS` below for the labels).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from diffusers.models import transformers as _T
+
+# Pattern labels (how the block lists pass tensors; see families_survey.py for the measured data).
+PATTERNS = {
+    "two_stream": "two-stream blocks return (hidden, encoder) or (encoder, hidden); layout kept across lists",
+    "single": "single-output blocks; text (if any) is a constant side input",
+    "joint": "one joint sequence (text and image concatenated before the blocks)",
+    "helper_lists": "helper lists (refiners / text blocks) run on another stream before one main list",
+    "segments": "text and image concatenated (or rebuilt) between or inside block lists",
+    "encoder_none_last": "the last block returns encoder=None",
+    "long_skips": "long skip connections between first and second half of the blocks",
+    "module_dict": "block list reached through a ModuleDict entry",
+    "kv_prefill": "a denoising step needs a kv cache filled by a separate extract/prefill call",
+    "needs_code": "interleaved lists with reshapes / chunked loops: needs model code",
+    "out_of_scope": "not a denoising transformer of a pipeline",
+}
+
+
+@dataclass(frozen=True)
+class Family:
+    """One transformer class: a tiny builder, one denoising step's inputs, and its block-passing pattern."""
+
+    cls_name: str
+    build: Callable[..., torch.nn.Module]  # build(seed=0) -> module in eval mode
+    inputs: Callable[..., dict[str, Any]]  # inputs(seed=0, step=0) -> forward kwargs
+    out_of_scope: str | None = None
+    pattern: str = "single"
+    cfg_style: str = "unknown"  # how its pipeline runs classifier-free guidance (see CFG_STYLES)
+    note: str = ""
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+# CFG styles of the pipelines (read from the pipeline sources of diffusers 0.42.1).
+CFG_STYLES = {
+    "separate": "two transformer calls per step, cache_context('cond') / ('uncond')",
+    "batched": "one call on the batch [uncond, cond] (cache_context('cond_uncond') or none)",
+    "guidance_embed": "one call, guidance strength passed as an embedding (distilled CFG)",
+    "guider": "modular guider marks 'pred_cond' / 'pred_uncond'",
+    "none": "no CFG in the pipeline",
+    "unknown": "not determined",
+}
+
+
+class _Step:
+    """Seeded input maker for one denoising step: constants are the same every step, latents drift."""
+
+    def __init__(self, seed: int, step: int) -> None:
+        self.seed, self.step = seed, step
+        self.g = torch.Generator().manual_seed(seed)
+
+    def const(self, *shape: int) -> torch.Tensor:
+        return torch.randn(*shape, generator=self.g)
+
+    def lat(self, *shape: int) -> torch.Tensor:
+        """A latent on a trajectory: x_step = x0 + 0.05 * step * d (fixed x0, d drawn every call)."""
+        x0 = torch.randn(*shape, generator=self.g)
+        d = torch.randn(*shape, generator=self.g)
+        return x0 + (0.05 * self.step) * d
+
+    def t(self, scale: float = 1000.0, *shape: int) -> torch.Tensor:
+        """A timestep that decreases with the step: scale * 0.98 * 0.9**step."""
+        value = scale * 0.98 * (0.9**self.step)
+        return torch.full(shape or (1,), value, dtype=torch.float32)
+
+    def t_long(self, *shape: int) -> torch.Tensor:
+        return self.t(1000.0, *shape).round().long()
+
+
+def _builder(cls_name: str, cfg: dict[str, Any], post: Callable[[Any], None] | None = None):
+    def build(seed: int = 0) -> torch.nn.Module:
+        torch.manual_seed(seed)
+        model = getattr(_T, cls_name)(**cfg)
+        if post is not None:
+            with torch.no_grad():
+                post(model)
+        return model.eval()
+
+    return build
+
+
+def _inputs(fn: Callable[[_Step], dict[str, Any]], return_dict: bool = True):
+    def inputs(seed: int = 0, step: int = 0) -> dict[str, Any]:
+        kwargs = fn(_Step(seed, step))
+        if return_dict:
+            kwargs["return_dict"] = False
+        return kwargs
+
+    return inputs
+
+
+FAMILIES: dict[str, Family] = {}
+
+
+def _add(
+    cls_name: str,
+    cfg: dict[str, Any],
+    fn: Callable[[_Step], dict[str, Any]],
+    pattern: str = "single",
+    cfg_style: str = "unknown",
+    note: str = "",
+    return_dict: bool = True,
+    post: Callable[[Any], None] | None = None,
+) -> None:
+    FAMILIES[cls_name] = Family(
+        cls_name=cls_name,
+        build=_builder(cls_name, cfg, post),
+        inputs=_inputs(fn, return_dict),
+        pattern=pattern,
+        cfg_style=cfg_style,
+        note=note,
+    )
+
+
+def _out(cls_name: str, reason: str) -> None:
+    def _no(*args: Any, **kwargs: Any) -> Any:
+        raise ValueError(f"{cls_name} is out of scope: {reason}")
+
+    FAMILIES[cls_name] = Family(cls_name, _no, _no, out_of_scope=reason, pattern="out_of_scope")
+
+
+def _ids2d(h: int, w: int, axes: int = 3) -> torch.Tensor:
+    """FLUX-style image position ids (h*w, axes): (0, row, col[, 0])."""
+    ids = torch.zeros(h, w, axes)
+    ids[..., 1] = torch.arange(h)[:, None]
+    ids[..., 2] = torch.arange(w)[None, :]
+    return ids.reshape(h * w, axes)
+
+
+# --------------------------------------------------------------------------------------------------------
+# FLUX-like (dual blocks then single blocks)
+
+_FLUX_AXES = (4, 6, 6)
+
+
+def _flux_like_inputs(ch: int, text_dim: int, pooled: int | None = None, guidance: bool = False, axes: int = 3):
+    def fn(r: _Step) -> dict[str, Any]:
+        kw: dict[str, Any] = dict(
+            hidden_states=r.lat(1, 16, ch),
+            encoder_hidden_states=r.const(1, 8, text_dim),
+            timestep=r.t(1.0),
+            img_ids=_ids2d(4, 4, axes),
+            txt_ids=torch.zeros(8, axes),
+        )
+        if pooled is not None:
+            kw["pooled_projections"] = r.const(1, pooled)
+        if guidance:
+            kw["guidance"] = torch.full((1,), 3.5)
+        return kw
+
+    return fn
+
+
+_add(
+    "FluxTransformer2DModel",
+    dict(
+        patch_size=1,
+        in_channels=16,
+        num_layers=1,
+        num_single_layers=2,
+        attention_head_dim=16,
+        num_attention_heads=2,
+        joint_attention_dim=32,
+        pooled_projection_dim=16,
+        axes_dims_rope=_FLUX_AXES,
+    ),
+    _flux_like_inputs(16, 32, pooled=16),
+    pattern="two_stream",
+    cfg_style="separate",
+)
+_add(
+    "BriaTransformer2DModel",
+    dict(
+        patch_size=1,
+        in_channels=16,
+        num_layers=1,
+        num_single_layers=2,
+        attention_head_dim=16,
+        num_attention_heads=2,
+        joint_attention_dim=32,
+        axes_dims_rope=_FLUX_AXES,
+    ),
+    _flux_like_inputs(16, 32),
+    pattern="two_stream",
+    cfg_style="batched",
+)
+_add(
+    "ChromaTransformer2DModel",
+    dict(
+        patch_size=1,
+        in_channels=16,
+        num_layers=1,
+        num_single_layers=2,
+        attention_head_dim=16,
+        num_attention_heads=2,
+        joint_attention_dim=32,
+        axes_dims_rope=_FLUX_AXES,
+        approximator_num_channels=8,
+        approximator_hidden_dim=32,
+        approximator_layers=1,
+    ),
+    _flux_like_inputs(16, 32),
+    pattern="segments",
+    cfg_style="separate",
+)
+_add(
+    "LongCatImageTransformer2DModel",
+    dict(
+        patch_size=1,
+        in_channels=16,
+        num_layers=1,
+        num_single_layers=2,
+        attention_head_dim=16,
+        num_attention_heads=2,
+        joint_attention_dim=32,
+        pooled_projection_dim=32,
+        axes_dims_rope=_FLUX_AXES,
+    ),
+    _flux_like_inputs(16, 32),
+    pattern="two_stream",
+)
+_add(
+    "OvisImageTransformer2DModel",
+    dict(
+        patch_size=1,
+        in_channels=16,
+        out_channels=16,
+        num_layers=1,
+        num_single_layers=2,
+        attention_head_dim=16,
+        num_attention_heads=2,
+        joint_attention_dim=32,
+        axes_dims_rope=_FLUX_AXES,
+    ),
+    _flux_like_inputs(16, 32),
+    pattern="two_stream",
+)
+_add(
+    "Flux2Transformer2DModel",
+    dict(
+        patch_size=1,
+        in_channels=16,
+        num_layers=1,
+        num_single_layers=2,
+        attention_head_dim=16,
+        num_attention_heads=2,
+        joint_attention_dim=32,
+        timestep_guidance_channels=16,
+        mlp_ratio=2.0,
+        axes_dims_rope=(4, 4, 4, 4),
+    ),
+    _flux_like_inputs(16, 32, guidance=True, axes=4),
+    pattern="segments",
+    cfg_style="guidance_embed",
+)
+_add(
+    "Flux3Transformer2DModel",
+    dict(
+        in_channels=16,
+        cond_in_channels=16,
+        num_layers=1,
+        num_single_layers=2,
+        attention_head_dim=16,
+        num_attention_heads=2,
+        joint_attention_dim=32,
+        timestep_channels=16,
+        mlp_ratio=2.0,
+        axes_dims_rope=(4, 4, 4, 4),
+    ),
+    _flux_like_inputs(16, 32, axes=4),
+    pattern="segments",
+)
+
+
+def _bria_fibo_inputs(r: _Step) -> dict[str, Any]:
+    kw = _flux_like_inputs(16, 32)(r)
+    kw["text_encoder_layers"] = [r.const(1, 8, 16) for _ in range(3)]
+    return kw
+
+
+_add(
+    "BriaFiboTransformer2DModel",
+    dict(
+        patch_size=1,
+        in_channels=16,
+        num_layers=1,
+        num_single_layers=2,
+        attention_head_dim=16,
+        num_attention_heads=2,
+        joint_attention_dim=32,
+        axes_dims_rope=_FLUX_AXES,
+        text_encoder_dim=16,
+    ),
+    _bria_fibo_inputs,
+    pattern="segments",
+)
+
+# --------------------------------------------------------------------------------------------------------
+# SD3 / AuraFlow / HiDream
+
+
+_add(
+    "SD3Transformer2DModel",
+    dict(
+        sample_size=8,
+        patch_size=2,
+        in_channels=4,
+        num_layers=3,
+        attention_head_dim=8,
+        num_attention_heads=4,
+        joint_attention_dim=32,
+        caption_projection_dim=32,
+        pooled_projection_dim=16,
+        out_channels=4,
+        pos_embed_max_size=16,
+    ),
+    lambda r: dict(
+        hidden_states=r.lat(1, 4, 8, 8),
+        encoder_hidden_states=r.const(1, 8, 32),
+        pooled_projections=r.const(1, 16),
+        timestep=r.t(1000.0),
+    ),
+    pattern="encoder_none_last",
+    cfg_style="batched",
+)
+_add(
+    "AuraFlowTransformer2DModel",
+    dict(
+        sample_size=8,
+        patch_size=2,
+        in_channels=4,
+        num_mmdit_layers=1,
+        num_single_dit_layers=2,
+        attention_head_dim=8,
+        num_attention_heads=4,
+        joint_attention_dim=16,
+        caption_projection_dim=32,
+        out_channels=4,
+        pos_embed_max_size=64,
+    ),
+    lambda r: dict(
+        hidden_states=r.lat(1, 4, 8, 8),
+        encoder_hidden_states=r.const(1, 8, 16),
+        timestep=r.t(1.0),
+    ),
+    pattern="segments",
+    cfg_style="batched",
+)
+_add(
+    "HiDreamImageTransformer2DModel",
+    dict(
+        patch_size=2,
+        in_channels=4,
+        out_channels=4,
+        num_layers=1,
+        num_single_layers=2,
+        attention_head_dim=8,
+        num_attention_heads=4,
+        caption_channels=[8, 4],
+        text_emb_dim=8,
+        num_routed_experts=4,
+        num_activated_experts=2,
+        axes_dims_rope=(4, 2, 2),
+        max_resolution=(32, 32),
+        llama_layers=(0, 1),
+    ),
+    lambda r: dict(
+        hidden_states=r.lat(1, 4, 8, 8),
+        timesteps=r.t(1000.0),
+        encoder_hidden_states_t5=r.const(1, 8, 8),
+        encoder_hidden_states_llama3=r.const(2, 1, 8, 4),
+        pooled_embeds=r.const(1, 8),
+    ),
+    pattern="segments",
+    cfg_style="batched",
+)
+
+# --------------------------------------------------------------------------------------------------------
+# Wan family
+
+
+_DROP = object()
+
+
+def _wan_cfg(**kw: Any) -> dict[str, Any]:
+    cfg = dict(
+        patch_size=(1, 2, 2),
+        num_attention_heads=2,
+        attention_head_dim=12,
+        in_channels=4,
+        out_channels=4,
+        text_dim=16,
+        freq_dim=32,
+        ffn_dim=32,
+        num_layers=3,
+        cross_attn_norm=True,
+        rope_max_seq_len=32,
+    )
+    cfg.update(kw)
+    return {k: v for k, v in cfg.items() if v is not _DROP}
+
+
+def _wan_inputs(r: _Step, ch: int = 4) -> dict[str, Any]:
+    return dict(
+        hidden_states=r.lat(1, ch, 2, 8, 8),
+        timestep=r.t(1000.0),
+        encoder_hidden_states=r.const(1, 8, 16),
+    )
+
+
+_add("WanTransformer3DModel", _wan_cfg(qk_norm="rms_norm_across_heads"), _wan_inputs, cfg_style="separate")
+_add("ChronoEditTransformer3DModel", _wan_cfg(), _wan_inputs, cfg_style="separate")
+_add("SkyReelsV2Transformer3DModel", _wan_cfg(), _wan_inputs, cfg_style="separate")
+_add(
+    "WanVACETransformer3DModel",
+    _wan_cfg(vace_layers=[0, 2], vace_in_channels=8),
+    lambda r: dict(**_wan_inputs(r), control_hidden_states=r.const(1, 8, 2, 8, 8)),
+    cfg_style="separate",
+)
+_add("HeliosTransformer3DModel", _wan_cfg(rope_dim=(4, 4, 4), rope_max_seq_len=_DROP), _wan_inputs, cfg_style="separate")
+_add(
+    "AnyFlowTransformer3DModel",
+    _wan_cfg(),
+    lambda r: dict(
+        hidden_states=r.lat(1, 2, 4, 8, 8),
+        timestep=r.t(1000.0, 1, 2),
+        r_timestep=r.t(500.0, 1, 2),
+        encoder_hidden_states=r.const(1, 8, 16),
+    ),
+)
+_add(
+    "AnyFlowFARTransformer3DModel",
+    _wan_cfg(compressed_patch_size=(1, 4, 4), full_chunk_limit=3),
+    lambda r: dict(
+        hidden_states=r.lat(1, 4, 4, 8, 8),
+        timestep=r.t(1000.0, 1, 4),
+        r_timestep=r.t(500.0, 1, 4),
+        encoder_hidden_states=r.const(1, 8, 16),
+        chunk_partition=[2, 2],
+    ),
+    pattern="needs_code",
+)
+
+# --------------------------------------------------------------------------------------------------------
+# CogVideoX / CogView / ConsisID / GLM
+
+_COGVIDEO = dict(
+    num_attention_heads=2,
+    attention_head_dim=8,
+    in_channels=4,
+    out_channels=4,
+    time_embed_dim=8,
+    text_embed_dim=16,
+    num_layers=3,
+    sample_width=8,
+    sample_height=8,
+    sample_frames=9,
+    patch_size=2,
+    temporal_compression_ratio=4,
+    max_text_seq_length=8,
+)
+
+
+def _cogvideo_inputs(r: _Step) -> dict[str, Any]:
+    return dict(
+        hidden_states=r.lat(1, 3, 4, 8, 8),
+        encoder_hidden_states=r.const(1, 8, 16),
+        timestep=r.t_long(1),
+    )
+
+
+_add("CogVideoXTransformer3DModel", _COGVIDEO, _cogvideo_inputs, pattern="two_stream", cfg_style="batched")
+_add(
+    "ConsisIDTransformer3DModel",
+    dict(_COGVIDEO, is_train_face=False, is_kps=False),
+    _cogvideo_inputs,
+    pattern="two_stream",
+    cfg_style="batched",
+)
+
+
+def _cogview_inputs(r: _Step) -> dict[str, Any]:
+    return dict(
+        hidden_states=r.lat(1, 4, 8, 8),
+        encoder_hidden_states=r.const(1, 8, 8),
+        timestep=r.t_long(1),
+        original_size=torch.tensor([[64.0, 64.0]]),
+        target_size=torch.tensor([[64.0, 64.0]]),
+        crop_coords=torch.tensor([[0.0, 0.0]]),
+    )
+
+
+_COGVIEW = dict(
+    patch_size=2,
+    in_channels=4,
+    num_layers=3,
+    attention_head_dim=8,
+    num_attention_heads=2,
+    out_channels=4,
+    text_embed_dim=8,
+    time_embed_dim=8,
+    condition_dim=2,
+    pos_embed_max_size=8,
+    sample_size=8,
+)
+_add("CogView3PlusTransformer2DModel", _COGVIEW, _cogview_inputs, pattern="two_stream", cfg_style="batched")
+_add(
+    "CogView4Transformer2DModel",
+    dict(_COGVIEW, rope_axes_dim=(4, 4)),
+    _cogview_inputs,
+    pattern="two_stream",
+    cfg_style="separate",
+)
+# --------------------------------------------------------------------------------------------------------
+# HunyuanVideo / HunyuanImage / Framepack / Motif
+
+
+_add(
+    "HunyuanVideoTransformer3DModel",
+    dict(
+        in_channels=4,
+        out_channels=4,
+        num_attention_heads=2,
+        attention_head_dim=10,
+        num_layers=1,
+        num_single_layers=2,
+        num_refiner_layers=1,
+        patch_size=1,
+        patch_size_t=1,
+        text_embed_dim=16,
+        pooled_projection_dim=8,
+        rope_axes_dim=(2, 4, 4),
+    ),
+    lambda r: dict(
+        hidden_states=r.lat(1, 4, 1, 8, 8),
+        timestep=r.t_long(1),
+        encoder_hidden_states=r.const(1, 6, 16),
+        encoder_attention_mask=torch.ones(1, 6),
+        pooled_projections=r.const(1, 8),
+        guidance=torch.full((1,), 6000.0),
+    ),
+    pattern="two_stream",
+    cfg_style="guidance_embed",
+)
+_add(
+    "HunyuanImageTransformer2DModel",
+    dict(
+        in_channels=4,
+        out_channels=4,
+        num_attention_heads=2,
+        attention_head_dim=8,
+        num_layers=1,
+        num_single_layers=2,
+        num_refiner_layers=1,
+        patch_size=(1, 1),
+        text_embed_dim=16,
+        rope_axes_dim=(4, 4),
+    ),
+    lambda r: dict(
+        hidden_states=r.lat(1, 4, 8, 8),
+        timestep=r.t(1000.0),
+        encoder_hidden_states=r.const(1, 6, 16),
+        encoder_attention_mask=torch.ones(1, 6),
+    ),
+    pattern="two_stream",
+    cfg_style="separate",
+)
+
+# --------------------------------------------------------------------------------------------------------
+# PixArt / Sana / DiT / Latte / HunyuanDiT / Lumina
+
+_add(
+    "PixArtTransformer2DModel",
+    dict(
+        num_attention_heads=2,
+        attention_head_dim=8,
+        in_channels=4,
+        out_channels=8,
+        num_layers=3,
+        cross_attention_dim=16,
+        sample_size=8,
+        patch_size=2,
+        caption_channels=16,
+    ),
+    lambda r: dict(
+        hidden_states=r.lat(1, 4, 8, 8),
+        encoder_hidden_states=r.const(1, 6, 16),
+        timestep=r.t_long(1),
+        added_cond_kwargs={"resolution": None, "aspect_ratio": None},
+    ),
+    cfg_style="batched",
+)
+_add(
+    "DiTTransformer2DModel",
+    dict(
+        num_attention_heads=2,
+        attention_head_dim=8,
+        in_channels=4,
+        out_channels=8,
+        num_layers=3,
+        sample_size=8,
+        patch_size=2,
+        num_embeds_ada_norm=1000,
+    ),
+    lambda r: dict(hidden_states=r.lat(1, 4, 8, 8), timestep=r.t_long(1), class_labels=torch.tensor([3])),
+    cfg_style="batched",
+)
+_SANA = dict(
+    in_channels=4,
+    out_channels=4,
+    num_attention_heads=2,
+    attention_head_dim=8,
+    num_layers=3,
+    num_cross_attention_heads=2,
+    cross_attention_head_dim=8,
+    cross_attention_dim=16,
+    caption_channels=8,
+    sample_size=8,
+    patch_size=1,
+)
+_add(
+    "SanaTransformer2DModel",
+    _SANA,
+    lambda r: dict(hidden_states=r.lat(1, 4, 8, 8), encoder_hidden_states=r.const(1, 6, 8), timestep=r.t(1000.0)),
+    cfg_style="batched",
+)
+_add(
+    "SanaVideoTransformer3DModel",
+    dict(_SANA, patch_size=(1, 2, 2)),
+    lambda r: dict(
+        hidden_states=r.lat(1, 4, 2, 8, 8), encoder_hidden_states=r.const(1, 6, 8), timestep=r.t(1000.0)
+    ),
+    cfg_style="batched",
+)
+_add(
+    "LatteTransformer3DModel",
+    dict(
+        num_attention_heads=2,
+        attention_head_dim=8,
+        in_channels=4,
+        out_channels=8,
+        num_layers=2,
+        cross_attention_dim=16,
+        sample_size=8,
+        patch_size=2,
+        norm_type="ada_norm_single",
+        num_embeds_ada_norm=1000,
+        caption_channels=16,
+        video_length=2,
+    ),
+    lambda r: dict(
+        hidden_states=r.lat(1, 4, 2, 8, 8), timestep=r.t_long(1), encoder_hidden_states=r.const(1, 6, 16)
+    ),
+    pattern="needs_code",
+    cfg_style="batched",
+)
+
+
+def _hunyuan_dit_inputs(r: _Step) -> dict[str, Any]:
+    from diffusers.models.embeddings import get_2d_rotary_pos_embed
+
+    rope = get_2d_rotary_pos_embed(8, ((0, 0), (4, 4)), (4, 4))
+    return dict(
+        hidden_states=r.lat(1, 4, 8, 8),
+        timestep=r.t(1000.0),
+        encoder_hidden_states=r.const(1, 4, 16),
+        text_embedding_mask=torch.ones(1, 4),
+        encoder_hidden_states_t5=r.const(1, 6, 8),
+        text_embedding_mask_t5=torch.ones(1, 6),
+        image_meta_size=torch.tensor([[64.0, 64.0, 64.0, 64.0, 0.0, 0.0]]),
+        style=torch.zeros(1, dtype=torch.long),
+        image_rotary_emb=rope,
+    )
+
+
+_add(
+    "HunyuanDiT2DModel",
+    dict(
+        sample_size=8,
+        patch_size=2,
+        in_channels=4,
+        num_attention_heads=2,
+        attention_head_dim=8,
+        hidden_size=16,
+        num_layers=4,
+        cross_attention_dim=16,
+        cross_attention_dim_t5=8,
+        pooled_projection_dim=8,
+        text_len=4,
+        text_len_t5=6,
+    ),
+    _hunyuan_dit_inputs,
+    pattern="long_skips",
+    cfg_style="batched",
+)
+_add(
+    "Lumina2Transformer2DModel",
+    dict(
+        sample_size=8,
+        patch_size=2,
+        in_channels=4,
+        hidden_size=32,
+        num_layers=2,
+        num_refiner_layers=1,
+        num_attention_heads=2,
+        num_kv_heads=1,
+        multiple_of=16,
+        axes_dim_rope=(4, 6, 6),
+        axes_lens=(32, 32, 32),
+        cap_feat_dim=16,
+    ),
+    lambda r: dict(
+        hidden_states=r.lat(1, 4, 8, 8),
+        timestep=r.t(1.0),
+        encoder_hidden_states=r.const(1, 6, 16),
+        encoder_attention_mask=torch.ones(1, 6, dtype=torch.bool),
+    ),
+    pattern="helper_lists",
+    cfg_style="batched",
+)
+
+
+def _lumina_next_inputs(r: _Step) -> dict[str, Any]:
+    from diffusers.models.embeddings import get_2d_rotary_pos_embed_lumina
+
+    return dict(
+        hidden_states=r.lat(1, 4, 8, 8),
+        timestep=r.t(1.0),
+        encoder_hidden_states=r.const(1, 6, 16),
+        encoder_mask=torch.ones(1, 6),
+        image_rotary_emb=get_2d_rotary_pos_embed_lumina(16, 16, 16, linear_factor=1.0, ntk_factor=1.0),
+        cross_attention_kwargs={},
+    )
+
+
+_add(
+    "LuminaNextDiT2DModel",
+    dict(
+        sample_size=8,
+        patch_size=2,
+        in_channels=4,
+        hidden_size=32,
+        num_layers=3,
+        num_attention_heads=2,
+        num_kv_heads=2,
+        multiple_of=16,
+        cross_attention_dim=16,
+        learn_sigma=True,
+    ),
+    _lumina_next_inputs,
+    cfg_style="batched",
+)
+
+# --------------------------------------------------------------------------------------------------------
+# Mochi / LTX / LTX2 / Allegro / Cosmos / EasyAnimate
+
+_add(
+    "MochiTransformer3DModel",
+    dict(
+        patch_size=2,
+        num_attention_heads=2,
+        attention_head_dim=8,
+        num_layers=3,
+        pooled_projection_dim=16,
+        in_channels=4,
+        text_embed_dim=16,
+        time_embed_dim=4,
+        max_sequence_length=8,
+    ),
+    lambda r: dict(
+        hidden_states=r.lat(1, 4, 2, 8, 8),
+        encoder_hidden_states=r.const(1, 8, 16),
+        timestep=r.t_long(1),
+        encoder_attention_mask=torch.ones(1, 8, dtype=torch.bool),
+    ),
+    pattern="two_stream",
+    cfg_style="batched",
+)
+_add(
+    "LTXVideoTransformer3DModel",
+    dict(
+        in_channels=4,
+        out_channels=4,
+        num_attention_heads=2,
+        attention_head_dim=8,
+        cross_attention_dim=16,
+        num_layers=3,
+        caption_channels=16,
+    ),
+    lambda r: dict(
+        hidden_states=r.lat(1, 2 * 4 * 4, 4),
+        encoder_hidden_states=r.const(1, 6, 16),
+        timestep=r.t_long(1),
+        encoder_attention_mask=torch.ones(1, 6),
+        num_frames=2,
+        height=4,
+        width=4,
+    ),
+    cfg_style="batched",
+)
+_add(
+    "LTX2VideoTransformer3DModel",
+    dict(
+        in_channels=4,
+        out_channels=4,
+        patch_size=1,
+        patch_size_t=1,
+        num_attention_heads=2,
+        attention_head_dim=8,
+        cross_attention_dim=16,
+        audio_in_channels=4,
+        audio_out_channels=4,
+        audio_num_attention_heads=2,
+        audio_attention_head_dim=4,
+        audio_cross_attention_dim=8,
+        num_layers=3,
+        caption_channels=16,
+        rope_double_precision=False,
+    ),
+    lambda r: dict(
+        hidden_states=r.lat(1, 2 * 4 * 4, 4),
+        audio_hidden_states=r.lat(1, 9, 4),
+        encoder_hidden_states=r.const(1, 8, 16),
+        audio_encoder_hidden_states=r.const(1, 8, 16),
+        timestep=r.t(1000.0),
+        encoder_attention_mask=torch.ones(1, 8, dtype=torch.bool),
+        num_frames=2,
+        height=4,
+        width=4,
+        audio_num_frames=9,
+        fps=25.0,
+    ),
+    pattern="two_stream",
+    cfg_style="batched",
+)
+_add(
+    "AllegroTransformer3DModel",
+    dict(
+        patch_size=2,
+        patch_size_t=1,
+        num_attention_heads=2,
+        attention_head_dim=8,
+        in_channels=4,
+        out_channels=4,
+        num_layers=3,
+        cross_attention_dim=16,
+        sample_height=8,
+        sample_width=8,
+        sample_frames=8,
+        caption_channels=8,
+    ),
+    lambda r: dict(
+        hidden_states=r.lat(1, 4, 2, 8, 8), encoder_hidden_states=r.const(1, 6, 8), timestep=r.t_long(1)
+    ),
+    cfg_style="batched",
+)
+_add(
+    "CosmosTransformer3DModel",
+    dict(
+        in_channels=4,
+        out_channels=4,
+        num_attention_heads=2,
+        attention_head_dim=12,
+        num_layers=3,
+        mlp_ratio=2,
+        text_embed_dim=16,
+        adaln_lora_dim=4,
+        max_size=(4, 32, 32),
+        patch_size=(1, 2, 2),
+        rope_scale=(2.0, 1.0, 1.0),
+        concat_padding_mask=True,
+        extra_pos_embed_type="learnable",
+        encoder_hidden_states_channels=16,
+        crossattn_proj_in_channels=16,
+    ),
+    lambda r: dict(
+        hidden_states=r.lat(1, 4, 2, 8, 8),
+        timestep=r.t(1.0),
+        encoder_hidden_states=r.const(1, 8, 16),
+        fps=30,
+        padding_mask=torch.zeros(1, 1, 8, 8),
+    ),
+    cfg_style="separate",
+)
+_add(
+    "EasyAnimateTransformer3DModel",
+    dict(
+        num_attention_heads=2,
+        attention_head_dim=16,
+        in_channels=4,
+        out_channels=4,
+        patch_size=2,
+        sample_width=8,
+        sample_height=8,
+        num_layers=3,
+        mmdit_layers=3,
+        time_embed_dim=8,
+        text_embed_dim=16,
+        text_embed_dim_t5=16,
+    ),
+    lambda r: dict(
+        hidden_states=r.lat(1, 4, 2, 8, 8),
+        timestep=r.t_long(1),
+        encoder_hidden_states=r.const(1, 8, 16),
+        encoder_hidden_states_t5=r.const(1, 8, 16),
+    ),
+    pattern="two_stream",
+    cfg_style="batched",
+)
+
+# --------------------------------------------------------------------------------------------------------
+# Qwen-Image / Z-Image / OmniGen / PRX / Kandinsky / misc
+
+_add(
+    "QwenImageTransformer2DModel",
+    dict(
+        patch_size=2,
+        in_channels=16,
+        out_channels=4,
+        num_layers=3,
+        attention_head_dim=16,
+        num_attention_heads=2,
+        joint_attention_dim=16,
+        axes_dims_rope=(4, 6, 6),
+    ),
+    lambda r: dict(
+        hidden_states=r.lat(1, 16, 16),
+        encoder_hidden_states=r.const(1, 7, 16),
+        encoder_hidden_states_mask=torch.ones(1, 7),
+        timestep=r.t(1.0),
+        img_shapes=[(1, 4, 4)],
+    ),
+    pattern="two_stream",
+    cfg_style="separate",
+)
+_add(
+    "ZImageTransformer2DModel",
+    dict(
+        all_patch_size=(2,),
+        all_f_patch_size=(1,),
+        in_channels=4,
+        dim=32,
+        n_layers=2,
+        n_refiner_layers=1,
+        n_heads=2,
+        n_kv_heads=2,
+        cap_feat_dim=16,
+        axes_dims=[4, 6, 6],
+        axes_lens=[64, 64, 64],
+    ),
+    lambda r: dict(x=[r.lat(4, 1, 8, 8)], t=r.t(1.0), cap_feats=[r.const(6, 16)]),
+    pattern="helper_lists",
+    cfg_style="batched",
+)
+_add(
+    "PRXTransformer2DModel",
+    dict(
+        in_channels=4,
+        patch_size=2,
+        context_in_dim=16,
+        hidden_size=32,
+        mlp_ratio=2.0,
+        num_heads=2,
+        depth=3,
+        axes_dim=[8, 8],
+    ),
+    lambda r: dict(hidden_states=r.lat(1, 4, 8, 8), timestep=r.t(1.0), encoder_hidden_states=r.const(1, 6, 16)),
+    cfg_style="batched",
+)
+_add(
+    "PriorTransformer",
+    dict(
+        num_attention_heads=2,
+        attention_head_dim=4,
+        num_layers=3,
+        embedding_dim=8,
+        num_embeddings=7,
+        additional_embeddings=4,
+    ),
+    lambda r: dict(
+        hidden_states=r.lat(1, 8),
+        timestep=r.t_long(1),
+        proj_embedding=r.const(1, 8),
+        encoder_hidden_states=r.const(1, 7, 8),
+    ),
+    pattern="joint",
+    cfg_style="batched",
+)
+_add(
+    "AceStepTransformer1DModel",
+    dict(
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=3,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        head_dim=8,
+        in_channels=24,
+        audio_acoustic_hidden_dim=8,
+        patch_size=2,
+        rope_theta=10000.0,
+        sliding_window=16,
+    ),
+    lambda r: dict(
+        hidden_states=r.lat(1, 8, 8),
+        timestep=r.t(1.0),
+        timestep_r=r.t(1.0),
+        encoder_hidden_states=r.const(1, 10, 32),
+        context_latents=r.const(1, 8, 16),
+    ),
+)
+_add(
+    "Cosmos3OmniTransformer",
+    dict(
+        head_dim=6,
+        hidden_act="relu2",
+        hidden_size=12,
+        intermediate_size=24,
+        latent_channel=2,
+        latent_patch_size=1,
+        num_attention_heads=2,
+        num_hidden_layers=3,
+        num_key_value_heads=1,
+        patch_latent_dim=2,
+        qk_norm_for_text=False,
+        rope_axes_dim=[1, 1, 1],
+        rope_theta=1e8,
+        vocab_size=32,
+    ),
+    lambda r: dict(
+        input_ids=torch.tensor([1, 2]),
+        text_indexes=torch.tensor([0, 1]),
+        position_ids=torch.zeros((3, 6), dtype=torch.long),
+        und_len=2,
+        sequence_length=6,
+        vision_tokens=[r.lat(1, 2, 1, 2, 2)],
+        vision_token_shapes=[(1, 2, 2)],
+        vision_sequence_indexes=torch.arange(2, 6),
+        vision_mse_loss_indexes=torch.arange(2, 6),
+        vision_timesteps=r.t(1.0, 4),
+        vision_noisy_frame_indexes=[torch.tensor([0])],
+    ),
+    pattern="two_stream",
+)
+
+
+def _ideogram4_inputs(r: _Step) -> dict[str, Any]:
+    from diffusers.models.transformers.transformer_ideogram4 import (
+        IMAGE_POSITION_OFFSET,
+        LLM_TOKEN_INDICATOR,
+        OUTPUT_IMAGE_INDICATOR,
+    )
+
+    n_txt, n_img = 4, 4
+    hidden = torch.zeros(1, n_txt + n_img, 16)
+    hidden[:, n_txt:] = r.lat(1, n_img, 16)
+    enc = torch.zeros(1, n_txt + n_img, 24)
+    enc[:, :n_txt] = r.const(1, n_txt, 24)
+    pos = torch.zeros(1, n_txt + n_img, 3, dtype=torch.long)
+    pos[:, :n_txt] = torch.arange(n_txt)[:, None]
+    pos[:, n_txt:, 0] = IMAGE_POSITION_OFFSET
+    pos[:, n_txt:, 1] = torch.tensor([0, 0, 1, 1]) + IMAGE_POSITION_OFFSET
+    pos[:, n_txt:, 2] = torch.tensor([0, 1, 0, 1]) + IMAGE_POSITION_OFFSET
+    indicator = torch.full((1, n_txt + n_img), OUTPUT_IMAGE_INDICATOR, dtype=torch.long)
+    indicator[:, :n_txt] = LLM_TOKEN_INDICATOR
+    return dict(
+        hidden_states=hidden,
+        timestep=r.t(1.0),
+        encoder_hidden_states=enc,
+        position_ids=pos,
+        segment_ids=torch.ones(1, n_txt + n_img, dtype=torch.long),
+        indicator=indicator,
+    )
+
+
+_add(
+    "Ideogram4Transformer2DModel",
+    dict(
+        in_channels=16,
+        num_layers=3,
+        attention_head_dim=8,
+        num_attention_heads=4,
+        intermediate_size=32,
+        adaln_dim=16,
+        llm_features_dim=24,
+        rope_theta=10_000,
+        mrope_section=(2, 1, 1),
+    ),
+    _ideogram4_inputs,
+    pattern="joint",
+)
+
+
+def _krea2_inputs(r: _Step) -> dict[str, Any]:
+    pos = torch.zeros(4 + 4, 3)
+    pos[4:, 1] = torch.arange(2).repeat_interleave(2)
+    pos[4:, 2] = torch.arange(2).repeat(2)
+    mask = torch.ones(1, 4, dtype=torch.bool)
+    mask[:, -1] = False
+    return dict(
+        hidden_states=r.lat(1, 4, 16),
+        encoder_hidden_states=r.const(1, 4, 3, 16),
+        timestep=r.t(1.0),
+        position_ids=pos,
+        encoder_attention_mask=mask,
+    )
+
+
+_add(
+    "Krea2Transformer2DModel",
+    dict(
+        in_channels=16,
+        num_layers=2,
+        attention_head_dim=8,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        intermediate_size=32,
+        timestep_embed_dim=8,
+        text_hidden_dim=16,
+        num_text_layers=3,
+        text_num_attention_heads=2,
+        text_num_key_value_heads=1,
+        text_intermediate_size=16,
+        num_layerwise_text_blocks=1,
+        num_refiner_text_blocks=1,
+        axes_dims_rope=(4, 2, 2),
+    ),
+    _krea2_inputs,
+    pattern="helper_lists",
+)
+
+
+def _minimax_h3_inputs(r: _Step) -> dict[str, Any]:
+    n_txt, n_aud, n_vid = 4, 6, 8
+    n = n_txt + n_aud + n_vid
+    txt = torch.arange(n_txt)
+    aud = torch.arange(n_txt, n_txt + n_aud)
+    vid = torch.arange(n_txt + n_aud, n)
+    tags = torch.empty(n, dtype=torch.long)
+    tags[txt], tags[aud], tags[vid] = 1, 2, 0
+    t_idx = torch.zeros(n, dtype=torch.long)
+    t_idx[aud] = 1
+    pos = torch.zeros(n, 3)
+    pos[:, 0] = torch.arange(n, dtype=torch.float32)
+    pos[vid, 1] = torch.arange(n_vid, dtype=torch.float32) % 4
+    pos[vid, 2] = torch.arange(n_vid, dtype=torch.float32) % 2
+    tv = r.t(1.0)
+    return dict(
+        hidden_states=r.lat(1, n_vid, 16),
+        audio_hidden_states=r.lat(1, n_aud, 6),
+        encoder_hidden_states=r.const(1, n_txt, 8),
+        timestep=torch.cat([tv * 0.7, tv * 0.3]),
+        timestep_indices=t_idx,
+        token_tags=tags,
+        position_ids=pos,
+        video_indices=vid,
+        audio_indices=aud,
+        text_indices=txt,
+    )
+
+
+_add(
+    "MiniMaxH3Transformer3DModel",
+    dict(
+        num_attention_heads=2,
+        attention_head_dim=16,
+        hidden_size=24,
+        num_layers=2,
+        num_refiner_layers=1,
+        ffn_dim=32,
+        in_channels=4,
+        audio_in_channels=6,
+        patch_size=(1, 2, 2),
+        text_dim=8,
+        freq_dim=8,
+        time_embed_hidden_dim=24,
+        time_embed_dim=16,
+        rope_freq_dim=2,
+    ),
+    _minimax_h3_inputs,
+    pattern="helper_lists",
+)
+_add(
+    "GlmImageTransformer2DModel",
+    dict(
+        patch_size=2,
+        in_channels=4,
+        out_channels=4,
+        num_layers=3,
+        attention_head_dim=8,
+        num_attention_heads=2,
+        text_embed_dim=32,
+        time_embed_dim=16,
+        condition_dim=8,
+        prior_vq_quantizer_codebook_size=64,
+    ),
+    lambda r: dict(
+        hidden_states=r.lat(1, 4, 8, 8),
+        encoder_hidden_states=r.const(1, 12, 32),
+        prior_token_id=torch.tensor([5]),
+        prior_token_drop=torch.zeros(1, dtype=torch.bool),
+        timestep=r.t_long(1),
+        target_size=torch.tensor([[8.0, 8.0]]),
+        crop_coords=torch.tensor([[0.0, 0.0]]),
+    ),
+    pattern="two_stream",
+)
+_add(
+    "BriaFibo2Transformer2DModel",
+    dict(
+        in_channels=4,
+        patch_size=2,
+        dim=32,
+        n_layers=2,
+        n_refiner_layers=1,
+        n_heads=2,
+        cap_feat_dim=24,
+        injection_layer_ids=(1,),
+        perceiver_num_layers=1,
+        min_num_gist_tokens=4,
+        max_num_gist_tokens=8,
+        gist_step=4,
+        gist_min_text_len=4,
+        gist_max_text_len=16,
+        axes_dims=(4, 6, 6),
+        axes_lens=(16, 16, 16),
+    ),
+    lambda r: dict(hidden_states=r.lat(1, 4, 8, 8), timestep=r.t(1.0), encoder_hidden_states=r.const(1, 2, 6, 24)),
+    pattern="helper_lists",
+)
+_add(
+    "Kandinsky6SRTransformer3DModel",
+    dict(
+        in_visual_dim=4,
+        out_visual_dim=8,
+        time_dim=16,
+        patch_size=(1, 2, 2),
+        model_dim=24,
+        ff_dim=32,
+        num_visual_blocks=3,
+        axes_dims=(4, 4, 4),
+    ),
+    lambda r: dict(hidden_states=r.lat(1, 2, 16, 16, 9), timestep=r.t(1000.0)),
+)
+
+# --------------------------------------------------------------------------------------------------------
+# Out of scope
+
+_out("DualTransformer2DModel", "UNet sub-module (Versatile Diffusion, deprecated); not a pipeline denoiser")
+_out("TransformerTemporalModel", "UNet sub-module (temporal layers inside 3D UNets)")
+_out("Transformer2DModel", "UNet sub-module (cross-attention layers inside UNets)")
+_out("DreamLiteTransformer2DModel", "UNet sub-module of UNetDreamLite")
+_out("T5FilmDecoder", "deprecated (spectrogram diffusion pipeline)")
+_out("MiniMaxMusic3RVQDepthDecoder", "not a denoiser (RVQ depth decoder of MiniMax Music 3)")
+
+
+def all_transformer_class_names() -> list[str]:
+    """Every class exported by `diffusers.models.transformers` (the installed version)."""
+    return sorted(n for n in dir(_T) if isinstance(getattr(_T, n), type) and issubclass(getattr(_T, n), torch.nn.Module))
+
+
+def in_scope() -> list[Family]:
+    return [f for f in FAMILIES.values() if f.out_of_scope is None]
+
+
+_ = math  # reserved for rotary helpers
