@@ -1264,6 +1264,563 @@ _add(
 )
 
 # --------------------------------------------------------------------------------------------------------
+# The rest: HunyuanVideo 1.5 / Framepack / Motif / JoyImage / Kandinsky / audio / misc
+
+_add(
+    "HunyuanVideo15Transformer3DModel",
+    dict(
+        in_channels=4,
+        out_channels=4,
+        num_attention_heads=2,
+        attention_head_dim=8,
+        num_layers=3,
+        num_refiner_layers=1,
+        mlp_ratio=2.0,
+        patch_size=1,
+        patch_size_t=1,
+        text_embed_dim=16,
+        text_embed_2_dim=8,
+        image_embed_dim=12,
+        rope_axes_dim=(2, 2, 4),
+        target_size=16,
+        task_type="t2v",
+    ),
+    lambda r: dict(
+        hidden_states=r.lat(1, 4, 1, 8, 8),
+        timestep=r.t(1000.0),
+        encoder_hidden_states=r.const(1, 6, 16),
+        encoder_hidden_states_2=r.const(1, 4, 8),
+        encoder_attention_mask=torch.ones(1, 6),
+        encoder_attention_mask_2=torch.ones(1, 4),
+        image_embeds=torch.zeros(1, 3, 12),
+    ),
+    pattern="two_stream",
+    cfg_style="separate",
+)
+
+
+def _framepack_inputs(r: _Step) -> dict[str, Any]:
+    return dict(
+        hidden_states=r.lat(1, 4, 3, 4, 4),
+        timestep=r.t(1000.0),
+        encoder_hidden_states=r.const(1, 12, 16),
+        encoder_attention_mask=torch.ones(1, 12),
+        pooled_projections=r.const(1, 8),
+        image_embeds=r.const(1, 12, 16),
+        indices_latents=torch.ones(3),
+        guidance=torch.full((1,), 6000.0),
+        latents_clean=r.const(1, 4, 2, 4, 4),
+        indices_latents_clean=torch.ones(2),
+        latents_history_2x=r.const(1, 4, 2, 4, 4),
+        indices_latents_history_2x=torch.ones(2),
+        latents_history_4x=r.const(1, 4, 8, 4, 4),
+        indices_latents_history_4x=torch.ones(8),
+    )
+
+
+_add(
+    "HunyuanVideoFramepackTransformer3DModel",
+    dict(
+        in_channels=4,
+        out_channels=4,
+        num_attention_heads=2,
+        attention_head_dim=10,
+        num_layers=1,
+        num_single_layers=2,
+        num_refiner_layers=1,
+        patch_size=2,
+        patch_size_t=1,
+        guidance_embeds=True,
+        text_embed_dim=16,
+        pooled_projection_dim=8,
+        rope_axes_dim=(2, 4, 4),
+        image_condition_type=None,
+        has_image_proj=True,
+        image_proj_dim=16,
+        has_clean_x_embedder=True,
+    ),
+    _framepack_inputs,
+    pattern="two_stream",
+    cfg_style="guidance_embed",
+)
+_add(
+    "MotifVideoTransformer3DModel",
+    dict(
+        in_channels=9,
+        out_channels=4,
+        num_attention_heads=2,
+        attention_head_dim=12,
+        num_layers=1,
+        num_single_layers=2,
+        num_decoder_layers=0,
+        patch_size=1,
+        patch_size_t=1,
+        text_embed_dim=32,
+        image_embed_dim=4,
+        rope_axes_dim=(4, 4, 4),
+    ),
+    lambda r: dict(
+        hidden_states=r.lat(1, 9, 2, 4, 4), encoder_hidden_states=r.const(1, 12, 32), timestep=r.t_long(1)
+    ),
+    pattern="two_stream",
+)
+_JOY = dict(
+    patch_size=[1, 2, 2],
+    in_channels=16,
+    hidden_size=32,
+    num_attention_heads=2,
+    text_dim=16,
+    num_layers=3,
+    rope_dim_list=[4, 6, 6],
+    theta=256,
+)
+_add(
+    "JoyImageEditTransformer3DModel",
+    _JOY,
+    lambda r: dict(hidden_states=r.lat(1, 16, 1, 4, 4), encoder_hidden_states=r.const(1, 12, 16), timestep=r.t(1.0)),
+    pattern="two_stream",
+)
+_add(
+    "JoyImageEditPlusTransformer3DModel",
+    _JOY,
+    lambda r: dict(
+        hidden_states=r.lat(1, 2, 16, 1, 2, 2),
+        encoder_hidden_states=r.const(1, 12, 16),
+        timestep=r.t(1.0),
+        shape_list=[[(1, 1, 1), (1, 1, 1)]],
+    ),
+    pattern="two_stream",
+)
+_add(
+    "Kandinsky5Transformer3DModel",
+    dict(
+        in_visual_dim=4,
+        in_text_dim=16,
+        in_text_dim2=8,
+        time_dim=16,
+        out_visual_dim=4,
+        patch_size=(1, 2, 2),
+        model_dim=32,
+        ff_dim=64,
+        num_text_blocks=1,
+        num_visual_blocks=2,
+        axes_dims=(4, 6, 6),
+    ),
+    lambda r: dict(
+        hidden_states=r.lat(1, 2, 8, 8, 4),
+        encoder_hidden_states=r.const(1, 6, 16),
+        timestep=r.t(1000.0),
+        pooled_projections=r.const(1, 8),
+        visual_rope_pos=[torch.arange(2), torch.arange(4), torch.arange(4)],
+        text_rope_pos=torch.arange(6),
+    ),
+    pattern="helper_lists",
+    cfg_style="separate",
+)
+_add(
+    "Kandinsky6Transformer3DModel",
+    dict(
+        in_visual_dim=4,
+        out_visual_dim=4,
+        in_text_dim=8,
+        in_text_dim2=8,
+        time_dim=16,
+        patch_size=(1, 2, 2),
+        model_dim=48,
+        ff_dim=64,
+        num_text_blocks=1,
+        num_visual_blocks=2,
+        axes_dims=(4, 4, 4),
+        visual_cond=True,
+        in_audio_dim=4,
+        out_audio_dim=4,
+    ),
+    lambda r: dict(
+        hidden_states=r.lat(1, 2, 4, 4, 9),
+        encoder_hidden_states=r.const(1, 6, 8),
+        pooled_projections=r.const(1, 8),
+        timestep=r.t(1000.0),
+    ),
+    pattern="helper_lists",
+)
+_add(
+    "ErnieImageTransformer2DModel",
+    dict(
+        hidden_size=32,
+        num_attention_heads=2,
+        num_layers=3,
+        ffn_hidden_size=32,
+        in_channels=16,
+        out_channels=16,
+        patch_size=1,
+        text_in_dim=16,
+        rope_axes_dim=(8, 4, 4),
+    ),
+    lambda r: dict(
+        hidden_states=r.lat(1, 16, 4, 4), timestep=r.t(1.0), text_bth=r.const(1, 8, 16), text_lens=torch.tensor([8])
+    ),
+    pattern="joint",
+)
+_add(
+    "LongCatAudioDiTTransformer",
+    dict(dit_dim=32, dit_depth=4, dit_heads=2, dit_text_dim=16, latent_dim=8, text_conv=False),
+    lambda r: dict(
+        hidden_states=r.lat(1, 16, 8),
+        encoder_hidden_states=r.const(1, 10, 16),
+        encoder_attention_mask=torch.ones(1, 10, dtype=torch.bool),
+        attention_mask=torch.ones(1, 16, dtype=torch.bool),
+        timestep=r.t(1.0),
+    ),
+    pattern="long_skips",
+)
+_add(
+    "MiniMaxMusic3Transformer1DModel",
+    dict(
+        in_channels=8,
+        condition_dim=16,
+        num_layers=3,
+        num_attention_heads=2,
+        attention_head_dim=8,
+        ff_inner_dim=32,
+        rotary_dim=4,
+        fourier_embedding_dim=8,
+    ),
+    lambda r: dict(hidden_states=r.lat(1, 8, 24), encoder_hidden_states=r.const(1, 24, 16), timestep=r.t(1.0)),
+)
+_add(
+    "NucleusMoEImageTransformer2DModel",
+    dict(
+        patch_size=2,
+        in_channels=16,
+        out_channels=4,
+        num_layers=3,
+        attention_head_dim=16,
+        num_attention_heads=4,
+        joint_attention_dim=16,
+        axes_dims_rope=(8, 4, 4),
+        moe_enabled=False,
+        capacity_factors=[8.0, 8.0, 8.0],
+    ),
+    lambda r: dict(
+        hidden_states=r.lat(1, 16, 16),
+        encoder_hidden_states=r.const(1, 8, 16),
+        encoder_hidden_states_mask=torch.ones(1, 8, dtype=torch.long),
+        timestep=r.t(1.0),
+        img_shapes=[(1, 4, 4)],
+    ),
+    pattern="two_stream",
+)
+
+
+def _omnigen_inputs(r: _Step) -> dict[str, Any]:
+    n = 24 + 1 + 16
+    return dict(
+        hidden_states=r.lat(1, 4, 8, 8),
+        timestep=r.t(1.0),
+        input_ids=torch.arange(24)[None].remainder(10),
+        input_img_latents=[r.const(1, 4, 8, 8)],
+        input_image_sizes={0: [[0, 16]]},
+        attention_mask=torch.ones(1, n, n),
+        position_ids=torch.arange(n)[None],
+    )
+
+
+_add(
+    "OmniGenTransformer2DModel",
+    dict(
+        hidden_size=16,
+        num_attention_heads=4,
+        num_key_value_heads=4,
+        intermediate_size=32,
+        num_layers=3,
+        pad_token_id=0,
+        vocab_size=1000,
+        in_channels=4,
+        time_step_dim=4,
+        rope_scaling={"long_factor": [1, 2], "short_factor": [1, 2]},
+    ),
+    _omnigen_inputs,
+    pattern="joint",
+)
+
+
+def _qwen21_inputs(r: _Step) -> dict[str, Any]:
+    img_mask = torch.zeros(1, 4 + 1, dtype=torch.bool)
+    img_mask[:, 4:] = True
+    return dict(
+        hidden_states=r.lat(1, 4, 4),
+        encoder_hidden_states=r.const(1, 4, 8),
+        encoder_hidden_states_mask=torch.ones(1, 4, dtype=torch.long),
+        timestep=r.t(1.0),
+        img_shapes=[[(1, 2, 2)]],
+        img_mask=img_mask,
+    )
+
+
+_add(
+    "QwenImage21Transformer2DModel",
+    dict(
+        patch_size=1,
+        in_channels=4,
+        out_channels=4,
+        num_layers=3,
+        attention_head_dim=16,
+        num_attention_heads=2,
+        context_in_dim=8,
+        mlp_ratio=2,
+        axes_dims_rope=(4, 6, 6),
+    ),
+    _qwen21_inputs,
+    pattern="joint",
+)
+
+
+def _sana_wm_inputs(r: _Step) -> dict[str, Any]:
+    c2w = torch.eye(4).repeat(1, 4, 1, 1)
+    c2w[..., 2, 3] = torch.arange(4, dtype=torch.float32) * 0.1
+    intr = torch.tensor([8.0, 8.0, 4.0, 4.0]).expand(1, 4, 4)
+    return dict(
+        hidden_states=r.lat(1, 4, 4, 8, 8),
+        timestep=r.t(1000.0, 1, 1, 4),
+        encoder_hidden_states=r.const(1, 1, 16, 8),
+        encoder_attention_mask=torch.ones(1, 16, dtype=torch.long),
+        camera_conditions=torch.cat([c2w.flatten(start_dim=-2), intr], dim=-1),
+        chunk_plucker=r.const(1, 8, 4, 8, 8),
+    )
+
+
+_add(
+    "SanaWMTransformer3DModel",
+    dict(
+        in_channels=4,
+        num_layers=2,
+        hidden_size=32,
+        num_attention_heads=2,
+        patch_size=(1, 1, 1),
+        softmax_every_n=2,
+        linear_head_dim=16,
+        t_kernel_size=3,
+        conv_kernel_size=4,
+        caption_channels=8,
+        mlp_ratio=2.0,
+        chunk_plucker_channels=8,
+        chunk_plucker_post_attn_blocks=2,
+    ),
+    _sana_wm_inputs,
+)
+
+
+def _sana_wm_refiner_inputs(r: _Step) -> dict[str, Any]:
+    from diffusers.models.transformers.transformer_sana_wm_refiner import SanaWMLTX2AudioVideoRotaryPosEmbed
+
+    rope = SanaWMLTX2AudioVideoRotaryPosEmbed(
+        dim=16,
+        patch_size=1,
+        patch_size_t=1,
+        base_num_frames=20,
+        base_height=2048,
+        base_width=2048,
+        scale_factors=(8, 32, 32),
+        modality="video",
+        double_precision=False,
+        num_attention_heads=2,
+    )
+    coords = rope.prepare_video_coords(1, 2, 4, 4, device=torch.device("cpu"), fps=24.0)
+    return dict(
+        hidden_states=r.lat(1, 32, 4),
+        encoder_hidden_states=r.const(1, 8, 16),
+        timestep=r.t(1000.0, 1, 32),
+        video_rotary_emb=rope(coords, device=torch.device("cpu")),
+        encoder_attention_mask=torch.ones(1, 8),
+    )
+
+
+_add(
+    "SanaWMLTX2RefinerTransformer3DModel",
+    dict(
+        in_channels=4,
+        out_channels=4,
+        patch_size=1,
+        patch_size_t=1,
+        num_attention_heads=2,
+        attention_head_dim=8,
+        cross_attention_dim=16,
+        audio_in_channels=4,
+        audio_out_channels=4,
+        audio_num_attention_heads=2,
+        audio_attention_head_dim=4,
+        audio_cross_attention_dim=8,
+        num_layers=3,
+        caption_channels=16,
+        rope_double_precision=False,
+    ),
+    _sana_wm_refiner_inputs,
+)
+_add(
+    "StableAudio3DiTModel",
+    dict(
+        io_channels=8,
+        patch_size=1,
+        embed_dim=32,
+        depth=3,
+        num_heads=4,
+        cond_token_dim=16,
+        global_cond_dim=12,
+        local_add_cond_dim=5,
+        timestep_features_dim=16,
+        ff_mult=2,
+        num_memory_tokens=3,
+        use_differential_attention=False,
+    ),
+    lambda r: dict(
+        hidden_states=r.lat(1, 8, 16),
+        timestep=r.t(1.0),
+        encoder_hidden_states=r.const(1, 4, 16),
+        global_hidden_states=r.const(1, 12),
+    ),
+)
+
+
+def _stable_audio_inputs(r: _Step) -> dict[str, Any]:
+    from diffusers.models.embeddings import get_1d_rotary_pos_embed
+
+    return dict(
+        hidden_states=r.lat(1, 4, 16),
+        timestep=r.t(1000.0),
+        encoder_hidden_states=r.const(1, 4, 8),
+        global_hidden_states=r.const(1, 1, 8),
+        rotary_embedding=get_1d_rotary_pos_embed(4, 16 + 1, use_real=True, repeat_interleave_real=False),
+    )
+
+
+_add(
+    "StableAudioDiTModel",
+    dict(
+        sample_size=16,
+        in_channels=4,
+        num_layers=3,
+        attention_head_dim=8,
+        num_attention_heads=2,
+        num_key_value_attention_heads=2,
+        out_channels=4,
+        cross_attention_dim=8,
+        time_proj_dim=8,
+        global_states_input_dim=8,
+        cross_attention_input_dim=8,
+    ),
+    _stable_audio_inputs,
+    cfg_style="batched",
+)
+_add(
+    "WanAnimateTransformer3DModel",
+    dict(
+        patch_size=(1, 2, 2),
+        num_attention_heads=2,
+        attention_head_dim=12,
+        in_channels=12,
+        latent_channels=4,
+        out_channels=4,
+        text_dim=16,
+        freq_dim=32,
+        ffn_dim=32,
+        num_layers=3,
+        image_dim=16,
+        rope_max_seq_len=32,
+        motion_encoder_channel_sizes={"4": 16, "8": 16, "16": 16},
+        motion_encoder_size=16,
+        motion_style_dim=8,
+        motion_dim=4,
+        motion_encoder_dim=16,
+        face_encoder_hidden_dim=16,
+        face_encoder_num_heads=2,
+        inject_face_latents_blocks=3,
+    ),
+    lambda r: dict(
+        hidden_states=r.lat(1, 12, 21, 4, 4),
+        timestep=r.t(1000.0),
+        encoder_hidden_states=r.const(1, 12, 16),
+        encoder_hidden_states_image=r.const(1, 12, 16),
+        pose_hidden_states=r.const(1, 4, 20, 4, 4),
+        face_pixel_values=r.const(1, 3, 77, 16, 16),
+    ),
+    cfg_style="separate",
+)
+
+
+def _wan_animate2_inputs(r: _Step) -> dict[str, Any]:
+    from diffusers.models.transformers.transformer_wan_animate_2 import WanAnimate2KVCache
+
+    return dict(
+        hidden_states=[r.lat(16, 2, 4, 4)],
+        timestep=r.t(1000.0),
+        encoder_hidden_states=[r.const(8, 32)],
+        condition_latents=[r.const(20, 2, 4, 4)],
+        encoder_hidden_states_image=r.const(1, 4, 1280),
+        kv_cache=WanAnimate2KVCache(2),
+        kv_cache_mode="extract",
+        seq_len=2 * 4,
+        offset_grid_sizes=torch.tensor([[2, 2, 2]], dtype=torch.long),
+    )
+
+
+_add(
+    "WanAnimate2Transformer3DModel",
+    dict(
+        patch_size=(1, 2, 2),
+        text_len=16,
+        in_dim=36,
+        dim=32,
+        ffn_dim=64,
+        freq_dim=32,
+        text_dim=32,
+        out_dim=16,
+        num_heads=2,
+        num_layers=2,
+        use_img_emb=True,
+    ),
+    _wan_animate2_inputs,
+    pattern="kv_prefill",
+    note="inputs() is the kv 'extract' (reference) pass; a denoising step ('cached') needs that pass first",
+)
+
+
+def _rfd4_inputs(r: _Step) -> dict[str, Any]:
+    n = 8
+    return dict(
+        bb_ca=r.lat(1, n, 3),
+        local_latents=r.lat(1, n, 8),
+        bb_ca_time=r.t(1.0),
+        local_latents_time=r.t(1.0),
+        padding_mask=torch.ones(1, n, dtype=torch.bool),
+        conditioning={"is_in_context_conditioning": torch.zeros(1, n, dtype=torch.bool)},
+    )
+
+
+_add(
+    "RFD4ProteinaTransformer",
+    dict(
+        nlayers=3,
+        token_dim=32,
+        nheads=2,
+        dim_cond=16,
+        pair_repr_dim=16,
+        latent_dim=8,
+        token_type_emb_dim=8,
+        cath_emb_dim=8,
+        t_emb_dim=16,
+        seq_sep_dim=8,
+        xt_pair_dist_dim=8,
+        feats_seq=("xt_bb_ca", "xt_local_latents"),
+        feats_cond_seq=("time_emb_bb_ca", "time_emb_local_latents"),
+        feats_pair_repr=("xt_bb_ca_pair_dists",),
+        feats_pair_cond=("time_emb_bb_ca",),
+        tri_mult_c=16,
+    ),
+    _rfd4_inputs,
+    pattern="needs_code",
+)
+
+# --------------------------------------------------------------------------------------------------------
 # Out of scope
 
 _out("DualTransformer2DModel", "UNet sub-module (Versatile Diffusion, deprecated); not a pipeline denoiser")
