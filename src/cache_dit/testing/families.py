@@ -87,10 +87,28 @@ class _Step:
         return self.t(1000.0, *shape).round().long()
 
 
+def wake_zero_params(model: torch.nn.Module, seed: int = 0, std: float = 0.1) -> list[str]:
+    """Fill every weight the class initialises to all zeros with small seeded noise; returns their names.
+
+    Many DiTs zero-initialise gates, adaLN modulation, output layers or side branches (adaLN-zero, VACE
+    hints, GDN convolutions) so that a fresh model is the identity or outputs zeros. A cache tested on
+    such a model proves nothing, so the zoo wakes them up. Biases stay as they are.
+    """
+    g = torch.Generator().manual_seed(10_000 + seed)
+    woken = []
+    with torch.no_grad():
+        for name, param in model.named_parameters():
+            if param.numel() > 0 and not name.endswith("bias") and not param.any():
+                param.copy_(torch.randn(param.shape, generator=g, dtype=torch.float32).to(param.dtype) * std)
+                woken.append(name)
+    return woken
+
+
 def _builder(cls_name: str, cfg: dict[str, Any], post: Callable[[Any], None] | None = None):
     def build(seed: int = 0) -> torch.nn.Module:
         torch.manual_seed(seed)
         model = getattr(_T, cls_name)(**cfg)
+        wake_zero_params(model, seed)
         if post is not None:
             with torch.no_grad():
                 post(model)
@@ -153,7 +171,9 @@ def _ids2d(h: int, w: int, axes: int = 3) -> torch.Tensor:
 _FLUX_AXES = (4, 6, 6)
 
 
-def _flux_like_inputs(ch: int, text_dim: int, pooled: int | None = None, guidance: bool = False, axes: int = 3):
+def _flux_like_inputs(
+    ch: int, text_dim: int, pooled: int | None = None, guidance: bool = False, axes: int = 3
+):
     def fn(r: _Step) -> dict[str, Any]:
         kw: dict[str, Any] = dict(
             hidden_states=r.lat(1, 16, ch),
@@ -437,7 +457,12 @@ _add(
     lambda r: dict(**_wan_inputs(r), control_hidden_states=r.const(1, 8, 2, 8, 8)),
     cfg_style="separate",
 )
-_add("HeliosTransformer3DModel", _wan_cfg(rope_dim=(4, 4, 4), rope_max_seq_len=_DROP), _wan_inputs, cfg_style="separate")
+_add(
+    "HeliosTransformer3DModel",
+    _wan_cfg(rope_dim=(4, 4, 4), rope_max_seq_len=_DROP),
+    _wan_inputs,
+    cfg_style="separate",
+)
 _add(
     "AnyFlowTransformer3DModel",
     _wan_cfg(),
@@ -641,7 +666,9 @@ _SANA = dict(
 _add(
     "SanaTransformer2DModel",
     _SANA,
-    lambda r: dict(hidden_states=r.lat(1, 4, 8, 8), encoder_hidden_states=r.const(1, 6, 8), timestep=r.t(1000.0)),
+    lambda r: dict(
+        hidden_states=r.lat(1, 4, 8, 8), encoder_hidden_states=r.const(1, 6, 8), timestep=r.t(1000.0)
+    ),
     cfg_style="batched",
 )
 _add(
@@ -984,7 +1011,9 @@ _add(
         depth=3,
         axes_dim=[8, 8],
     ),
-    lambda r: dict(hidden_states=r.lat(1, 4, 8, 8), timestep=r.t(1.0), encoder_hidden_states=r.const(1, 6, 16)),
+    lambda r: dict(
+        hidden_states=r.lat(1, 4, 8, 8), timestep=r.t(1.0), encoder_hidden_states=r.const(1, 6, 16)
+    ),
     cfg_style="batched",
 )
 _add(
@@ -1245,7 +1274,9 @@ _add(
         axes_dims=(4, 6, 6),
         axes_lens=(16, 16, 16),
     ),
-    lambda r: dict(hidden_states=r.lat(1, 4, 8, 8), timestep=r.t(1.0), encoder_hidden_states=r.const(1, 2, 6, 24)),
+    lambda r: dict(
+        hidden_states=r.lat(1, 4, 8, 8), timestep=r.t(1.0), encoder_hidden_states=r.const(1, 2, 6, 24)
+    ),
     pattern="helper_lists",
 )
 _add(
@@ -1377,7 +1408,9 @@ _JOY = dict(
 _add(
     "JoyImageEditTransformer3DModel",
     _JOY,
-    lambda r: dict(hidden_states=r.lat(1, 16, 1, 4, 4), encoder_hidden_states=r.const(1, 12, 16), timestep=r.t(1.0)),
+    lambda r: dict(
+        hidden_states=r.lat(1, 16, 1, 4, 4), encoder_hidden_states=r.const(1, 12, 16), timestep=r.t(1.0)
+    ),
     pattern="two_stream",
 )
 _add(
@@ -1457,7 +1490,10 @@ _add(
         rope_axes_dim=(8, 4, 4),
     ),
     lambda r: dict(
-        hidden_states=r.lat(1, 16, 4, 4), timestep=r.t(1.0), text_bth=r.const(1, 8, 16), text_lens=torch.tensor([8])
+        hidden_states=r.lat(1, 16, 4, 4),
+        timestep=r.t(1.0),
+        text_bth=r.const(1, 8, 16),
+        text_lens=torch.tensor([8]),
     ),
     pattern="joint",
 )
@@ -1485,7 +1521,9 @@ _add(
         rotary_dim=4,
         fourier_embedding_dim=8,
     ),
-    lambda r: dict(hidden_states=r.lat(1, 8, 24), encoder_hidden_states=r.const(1, 24, 16), timestep=r.t(1.0)),
+    lambda r: dict(
+        hidden_states=r.lat(1, 8, 24), encoder_hidden_states=r.const(1, 24, 16), timestep=r.t(1.0)
+    ),
 )
 _add(
     "NucleusMoEImageTransformer2DModel",
@@ -1792,7 +1830,10 @@ def _rfd4_inputs(r: _Step) -> dict[str, Any]:
         bb_ca_time=r.t(1.0),
         local_latents_time=r.t(1.0),
         padding_mask=torch.ones(1, n, dtype=torch.bool),
-        conditioning={"is_in_context_conditioning": torch.zeros(1, n, dtype=torch.bool)},
+        conditioning={
+            "is_in_context_conditioning": torch.zeros(1, n, dtype=torch.bool),
+            "supports_local_latent": torch.ones(1, n, dtype=torch.bool),
+        },
     )
 
 
@@ -1833,7 +1874,9 @@ _out("MiniMaxMusic3RVQDepthDecoder", "not a denoiser (RVQ depth decoder of MiniM
 
 def all_transformer_class_names() -> list[str]:
     """Every class exported by `diffusers.models.transformers` (the installed version)."""
-    return sorted(n for n in dir(_T) if isinstance(getattr(_T, n), type) and issubclass(getattr(_T, n), torch.nn.Module))
+    return sorted(
+        n for n in dir(_T) if isinstance(getattr(_T, n), type) and issubclass(getattr(_T, n), torch.nn.Module)
+    )
 
 
 def in_scope() -> list[Family]:
