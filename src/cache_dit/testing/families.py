@@ -31,6 +31,7 @@ PATTERNS = {
     "encoder_none_last": "the last block returns encoder=None",
     "long_skips": "long skip connections between first and second half of the blocks",
     "module_dict": "block list reached through a ModuleDict entry",
+    "added_between_blocks": "the model adds something to the hidden stream between blocks (hints, adapters)",
     "kv_prefill": "a denoising step needs a kv cache filled by a separate extract/prefill call",
     "needs_code": "interleaved lists with reshapes / chunked loops: needs model code",
     "out_of_scope": "not a denoising transformer of a pipeline",
