@@ -140,6 +140,7 @@ def _add(
     note: str = "",
     return_dict: bool = True,
     post: Callable[[Any], None] | None = None,
+    extra: dict[str, Any] | None = None,
 ) -> None:
     FAMILIES[cls_name] = Family(
         cls_name=cls_name,
@@ -148,6 +149,7 @@ def _add(
         pattern=pattern,
         cfg_style=cfg_style,
         note=note,
+        extra=dict(extra or {}),
     )
 
 
@@ -309,7 +311,7 @@ _add(
         axes_dims_rope=(4, 4, 4, 4),
     ),
     _flux_like_inputs(16, 32, axes=4),
-    pattern="segments",
+    pattern="module_dict",
 )
 
 
@@ -381,7 +383,7 @@ _add(
     ),
     lambda r: dict(
         hidden_states=r.lat(1, 4, 8, 8),
-        encoder_hidden_states=r.const(1, 8, 16),
+        encoder_hidden_states=r.const(1, 4, 16),
         timestep=r.t(1.0),
     ),
     pattern="segments",
@@ -456,7 +458,9 @@ _add(
     "WanVACETransformer3DModel",
     _wan_cfg(vace_layers=[0, 2], vace_in_channels=8),
     lambda r: dict(**_wan_inputs(r), control_hidden_states=r.const(1, 8, 2, 8, 8)),
+    pattern="added_between_blocks",
     cfg_style="separate",
+    note="vace_blocks compute hints first; the main loop adds hint * scale after blocks 0 and 2",
 )
 _add(
     "HeliosTransformer3DModel",
@@ -585,7 +589,7 @@ _add(
         pooled_projections=r.const(1, 8),
         guidance=torch.full((1,), 6000.0),
     ),
-    pattern="two_stream",
+    pattern="helper_lists",
     cfg_style="guidance_embed",
 )
 _add(
@@ -608,7 +612,7 @@ _add(
         encoder_hidden_states=r.const(1, 6, 16),
         encoder_attention_mask=torch.ones(1, 6),
     ),
-    pattern="two_stream",
+    pattern="helper_lists",
     cfg_style="separate",
 )
 
@@ -1091,6 +1095,7 @@ _add(
         vision_noisy_frame_indexes=[torch.tensor([0])],
     ),
     pattern="two_stream",
+    extra={"hidden_arg": "gen_seq", "encoder_arg": "und_seq"},
 )
 
 
@@ -1326,7 +1331,7 @@ _add(
         encoder_attention_mask_2=torch.ones(1, 4),
         image_embeds=torch.zeros(1, 3, 12),
     ),
-    pattern="two_stream",
+    pattern="helper_lists",
     cfg_style="separate",
 )
 
@@ -1372,7 +1377,7 @@ _add(
         has_clean_x_embedder=True,
     ),
     _framepack_inputs,
-    pattern="two_stream",
+    pattern="helper_lists",
     cfg_style="guidance_embed",
 )
 _add(
@@ -1508,7 +1513,8 @@ _add(
         attention_mask=torch.ones(1, 16, dtype=torch.bool),
         timestep=r.t(1.0),
     ),
-    pattern="long_skips",
+    pattern="single",
+    note="long skip from the first block's input to after the last block, outside the block list",
 )
 _add(
     "MiniMaxMusic3Transformer1DModel",
@@ -1547,7 +1553,7 @@ _add(
         timestep=r.t(1.0),
         img_shapes=[(1, 4, 4)],
     ),
-    pattern="two_stream",
+    pattern="single",
 )
 
 
@@ -1782,7 +1788,9 @@ _add(
         pose_hidden_states=r.const(1, 4, 20, 4, 4),
         face_pixel_values=r.const(1, 3, 77, 16, 16),
     ),
+    pattern="added_between_blocks",
     cfg_style="separate",
+    note="face_adapter (interleaved) adds face features to the hidden stream after every 3rd block",
 )
 
 

@@ -34,13 +34,26 @@ _LEAF_TYPES = (
     torch.nn.Embedding,
 )
 _ENCODER_WORDS = ("encoder", "context", "txt", "text", "cap", "und_seq", "cond")
-_HELPER_WORDS = ("refiner", "text", "txt", "context", "perceiver", "vace", "face", "cap_", "token")
+_HELPER_WORDS = (
+    "refiner",
+    "text",
+    "txt",
+    "context",
+    "perceiver",
+    "vace",
+    "face",
+    "cap_",
+    "token",
+    "guidance",
+    "caption",
+    "encoder",
+)
 
 
 def _is_block(module: torch.nn.Module) -> bool:
     if isinstance(module, _LEAF_TYPES):
         return False
-    return sum(1 for _ in module.children()) >= 2 and any(True for _ in module.parameters())
+    return any(True for _ in module.children()) and any(True for _ in module.parameters())
 
 
 def is_helper(path: str) -> bool:
@@ -62,6 +75,16 @@ def find_block_lists(model: torch.nn.Module) -> dict[str, tuple[torch.nn.ModuleL
     return found
 
 
+def _tensors_in(value: Any) -> list[torch.Tensor]:
+    if isinstance(value, torch.Tensor):
+        return [value]
+    if isinstance(value, (list, tuple)):
+        return [t for v in value for t in _tensors_in(v)]
+    if hasattr(value, "to_tuple"):
+        return _tensors_in(value.to_tuple())
+    return []
+
+
 def _kind(value: Any) -> str:
     if isinstance(value, torch.Tensor):
         return "tensor"
@@ -72,7 +95,7 @@ def _kind(value: Any) -> str:
     return type(value).__name__
 
 
-@dataclass
+@dataclass(eq=False)  # identity: calls are looked up with list.index
 class _Call:
     path: str
     index: int
@@ -110,6 +133,7 @@ class Survey:
     traits: list[str]
     pattern: str
     seconds: float
+    outputs: list[torch.Tensor] = field(default_factory=list, repr=False)  # the model's output tensors
 
 
 def _source(arg_value: Any, prev: _Call, earlier: list[_Call], name: str) -> str:
@@ -145,7 +169,9 @@ def _hook_lists(lists: dict[str, tuple[torch.nn.ModuleList, bool]], calls: list[
         for index, block in enumerate(mlist):
             sig = inspect.signature(block.forward)
 
-            def pre(mod: Any, args: Any, kwargs: Any, path: str = path, index: int = index, sig: Any = sig) -> None:
+            def pre(
+                mod: Any, args: Any, kwargs: Any, path: str = path, index: int = index, sig: Any = sig
+            ) -> None:
                 try:
                     bound = sig.bind(*args, **kwargs).arguments
                 except TypeError:
@@ -159,7 +185,9 @@ def _hook_lists(lists: dict[str, tuple[torch.nn.ModuleList, bool]], calls: list[
                         flat[key] = value
                 calls.append(_Call(path, index, flat))
 
-            def post(mod: Any, args: Any, kwargs: Any, output: Any, path: str = path, index: int = index) -> None:
+            def post(
+                mod: Any, args: Any, kwargs: Any, output: Any, path: str = path, index: int = index
+            ) -> None:
                 for call in reversed(calls):
                     if call.path == path and call.index == index and call.output is None:
                         call.output = output if output is not None else "None"
@@ -271,7 +299,7 @@ def survey_family(family: Family, seed: int = 0) -> Survey:
     handles = _hook_lists(lists, calls)
     try:
         with torch.no_grad():
-            model(**family.inputs(seed=seed, step=0))
+            output = model(**family.inputs(seed=seed, step=0))
     finally:
         for h in handles:
             h.remove()
@@ -299,6 +327,7 @@ def survey_family(family: Family, seed: int = 0) -> Survey:
         traits=[],
         pattern="",
         seconds=time.perf_counter() - t0,
+        outputs=_tensors_in(output),
     )
     result.traits = traits(result)
     result.pattern = classify(result, family)
@@ -317,8 +346,14 @@ def traits(s: Survey) -> list[str]:
         if ls.interleaved:
             out.append("interleaved")
     for ls in main:
-        if ls.returns.startswith(("tuple", "list")) and ls.hidden_out is not None and ls.encoder_out is not None:
-            out.append("two_stream_" + ("hidden_first" if ls.hidden_out < ls.encoder_out else "encoder_first"))
+        if (
+            ls.returns.startswith(("tuple", "list"))
+            and ls.hidden_out is not None
+            and ls.encoder_out is not None
+        ):
+            out.append(
+                "two_stream_" + ("hidden_first" if ls.hidden_out < ls.encoder_out else "encoder_first")
+            )
         if "None" in ls.last_returns and "None" not in str(ls.return_shapes):
             out.append("encoder_none_last")
         for arg, src in ls.chain.items():
@@ -395,7 +430,9 @@ def render(surveys: list[Survey], failures: dict[str, str]) -> str:
             names = ", ".join(s.cls_name for s in by_pattern[p])
             out.append(f"- **{p}** ({len(by_pattern[p])}): {PATTERNS[p]}. {names}")
     oos = [f for f in FAMILIES.values() if f.out_of_scope]
-    out.append(f"- **out_of_scope** ({len(oos)}): " + "; ".join(f"{f.cls_name} ({f.out_of_scope})" for f in oos))
+    out.append(
+        f"- **out_of_scope** ({len(oos)}): " + "; ".join(f"{f.cls_name} ({f.out_of_scope})" for f in oos)
+    )
     if failures:
         out += ["", "## Could not survey"]
         out.extend(f"- {k}: {v}" for k, v in failures.items())
@@ -404,7 +441,9 @@ def render(surveys: list[Survey], failures: dict[str, str]) -> str:
         for s in by_pattern.get(p, []):
             fam = FAMILIES[s.cls_name]
             out.append(f"### {s.cls_name}  [{s.pattern}]  CFG: {fam.cfg_style}")
-            out.append(f"- traits: {', '.join(s.traits) or '-'}" + (f"; note: {fam.note}" if fam.note else ""))
+            out.append(
+                f"- traits: {', '.join(s.traits) or '-'}" + (f"; note: {fam.note}" if fam.note else "")
+            )
             out.extend(_fmt_list(ls) for ls in s.lists)
             for b in s.between:
                 flow = "; ".join(f"{k} <- {v}" for k, v in b["flow"].items())
@@ -431,7 +470,9 @@ def main(argv: list[str]) -> int:
         print(text)
     for s in surveys:
         if s.pattern != FAMILIES[s.cls_name].pattern:
-            print(f"pattern differs: {s.cls_name}: declared {FAMILIES[s.cls_name].pattern}, measured {s.pattern}")
+            print(
+                f"pattern differs: {s.cls_name}: declared {FAMILIES[s.cls_name].pattern}, measured {s.pattern}"
+            )
     return 1 if failures else 0
 
 
