@@ -8,7 +8,14 @@ from typing import Any
 import pytest
 import torch
 
-from cache_dit.testing.families import FAMILIES, PATTERNS, all_transformer_class_names, in_scope
+from cache_dit.testing.families import (
+    CFG_BY_FAMILY,
+    CFG_STYLES,
+    FAMILIES,
+    PATTERNS,
+    all_transformer_class_names,
+    in_scope,
+)
 from cache_dit.testing.families_survey import survey_family
 
 IN_SCOPE = [f.cls_name for f in in_scope()]
@@ -44,6 +51,9 @@ def test_every_exported_class_is_listed() -> None:
     assert len(IN_SCOPE) == 70
     for family in FAMILIES.values():
         assert family.pattern in PATTERNS, family.cls_name
+    assert sorted(CFG_BY_FAMILY) == sorted(IN_SCOPE)
+    for name in IN_SCOPE:
+        assert FAMILIES[name].cfg_style in CFG_STYLES, name
     with pytest.raises(ValueError, match="out of scope"):
         FAMILIES["T5FilmDecoder"].build()
 

@@ -13,9 +13,8 @@ survey and `PATTERNS` below for the labels).
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import torch
@@ -47,19 +46,21 @@ class Family:
     inputs: Callable[..., dict[str, Any]]  # inputs(seed=0, step=0) -> forward kwargs
     out_of_scope: str | None = None
     pattern: str = "single"
-    cfg_style: str = "unknown"  # how its pipeline runs classifier-free guidance (see CFG_STYLES)
+    cfg_style: str = "none"  # how its main pipeline runs classifier-free guidance (see CFG_STYLES)
+    cfg_note: str = ""  # other CFG facts of its pipelines (extra calls, a second denoiser, kv prefill)
     note: str = ""
     extra: dict[str, Any] = field(default_factory=dict)
 
 
 # CFG styles of the pipelines (read from the pipeline sources of diffusers 0.42.1).
 CFG_STYLES = {
-    "separate": "two transformer calls per step, cache_context('cond') / ('uncond')",
-    "batched": "one call on the batch [uncond, cond] (cache_context('cond_uncond') or none)",
-    "guidance_embed": "one call, guidance strength passed as an embedding (distilled CFG)",
-    "guider": "modular guider marks 'pred_cond' / 'pred_uncond'",
+    "separate": "two transformer calls per step inside cache_context('cond') / cache_context('uncond')",
+    "separate_unmarked": "two transformer calls per step (cond, then uncond) without cache_context marks",
+    "batched": "one call on the batch [uncond, cond] (some mark it cache_context('cond_uncond'))",
+    "guidance_embed": "one call; the guidance strength is an embedding input (distilled CFG)",
+    "guider": "a guider runs the branches under cache_context('pred_cond') / ('pred_uncond')",
+    "separate_model": "the unconditional branch runs on a second transformer",
     "none": "no CFG in the pipeline",
-    "unknown": "not determined",
 }
 
 
@@ -136,7 +137,6 @@ def _add(
     cfg: dict[str, Any],
     fn: Callable[[_Step], dict[str, Any]],
     pattern: str = "single",
-    cfg_style: str = "unknown",
     note: str = "",
     return_dict: bool = True,
     post: Callable[[Any], None] | None = None,
@@ -147,7 +147,6 @@ def _add(
         build=_builder(cls_name, cfg, post),
         inputs=_inputs(fn, return_dict),
         pattern=pattern,
-        cfg_style=cfg_style,
         note=note,
         extra=dict(extra or {}),
     )
@@ -209,7 +208,6 @@ _add(
     ),
     _flux_like_inputs(16, 32, pooled=16),
     pattern="two_stream",
-    cfg_style="separate",
 )
 _add(
     "BriaTransformer2DModel",
@@ -225,7 +223,6 @@ _add(
     ),
     _flux_like_inputs(16, 32),
     pattern="two_stream",
-    cfg_style="batched",
 )
 _add(
     "ChromaTransformer2DModel",
@@ -244,7 +241,6 @@ _add(
     ),
     _flux_like_inputs(16, 32),
     pattern="segments",
-    cfg_style="separate",
 )
 _add(
     "LongCatImageTransformer2DModel",
@@ -294,7 +290,6 @@ _add(
     ),
     _flux_like_inputs(16, 32, guidance=True, axes=4),
     pattern="segments",
-    cfg_style="guidance_embed",
 )
 _add(
     "Flux3Transformer2DModel",
@@ -364,7 +359,6 @@ _add(
         timestep=r.t(1000.0),
     ),
     pattern="encoder_none_last",
-    cfg_style="batched",
 )
 _add(
     "AuraFlowTransformer2DModel",
@@ -387,7 +381,6 @@ _add(
         timestep=r.t(1.0),
     ),
     pattern="segments",
-    cfg_style="batched",
 )
 _add(
     "HiDreamImageTransformer2DModel",
@@ -415,7 +408,6 @@ _add(
         pooled_embeds=r.const(1, 8),
     ),
     pattern="segments",
-    cfg_style="batched",
 )
 
 # --------------------------------------------------------------------------------------------------------
@@ -451,22 +443,20 @@ def _wan_inputs(r: _Step, ch: int = 4) -> dict[str, Any]:
     )
 
 
-_add("WanTransformer3DModel", _wan_cfg(qk_norm="rms_norm_across_heads"), _wan_inputs, cfg_style="separate")
-_add("ChronoEditTransformer3DModel", _wan_cfg(), _wan_inputs, cfg_style="separate")
-_add("SkyReelsV2Transformer3DModel", _wan_cfg(), _wan_inputs, cfg_style="separate")
+_add("WanTransformer3DModel", _wan_cfg(qk_norm="rms_norm_across_heads"), _wan_inputs)
+_add("ChronoEditTransformer3DModel", _wan_cfg(), _wan_inputs)
+_add("SkyReelsV2Transformer3DModel", _wan_cfg(), _wan_inputs)
 _add(
     "WanVACETransformer3DModel",
     _wan_cfg(vace_layers=[0, 2], vace_in_channels=8),
     lambda r: dict(**_wan_inputs(r), control_hidden_states=r.const(1, 8, 2, 8, 8)),
     pattern="added_between_blocks",
-    cfg_style="separate",
     note="vace_blocks compute hints first; the main loop adds hint * scale after blocks 0 and 2",
 )
 _add(
     "HeliosTransformer3DModel",
     _wan_cfg(rope_dim=(4, 4, 4), rope_max_seq_len=_DROP),
     _wan_inputs,
-    cfg_style="separate",
 )
 _add(
     "AnyFlowTransformer3DModel",
@@ -519,13 +509,12 @@ def _cogvideo_inputs(r: _Step) -> dict[str, Any]:
     )
 
 
-_add("CogVideoXTransformer3DModel", _COGVIDEO, _cogvideo_inputs, pattern="two_stream", cfg_style="batched")
+_add("CogVideoXTransformer3DModel", _COGVIDEO, _cogvideo_inputs, pattern="two_stream")
 _add(
     "ConsisIDTransformer3DModel",
     dict(_COGVIDEO, is_train_face=False, is_kps=False),
     _cogvideo_inputs,
     pattern="two_stream",
-    cfg_style="batched",
 )
 
 
@@ -553,13 +542,12 @@ _COGVIEW = dict(
     pos_embed_max_size=8,
     sample_size=8,
 )
-_add("CogView3PlusTransformer2DModel", _COGVIEW, _cogview_inputs, pattern="two_stream", cfg_style="batched")
+_add("CogView3PlusTransformer2DModel", _COGVIEW, _cogview_inputs, pattern="two_stream")
 _add(
     "CogView4Transformer2DModel",
     dict(_COGVIEW, rope_axes_dim=(4, 4)),
     _cogview_inputs,
     pattern="two_stream",
-    cfg_style="separate",
 )
 # --------------------------------------------------------------------------------------------------------
 # HunyuanVideo / HunyuanImage / Framepack / Motif
@@ -590,7 +578,6 @@ _add(
         guidance=torch.full((1,), 6000.0),
     ),
     pattern="helper_lists",
-    cfg_style="guidance_embed",
 )
 _add(
     "HunyuanImageTransformer2DModel",
@@ -613,7 +600,6 @@ _add(
         encoder_attention_mask=torch.ones(1, 6),
     ),
     pattern="helper_lists",
-    cfg_style="separate",
 )
 
 # --------------------------------------------------------------------------------------------------------
@@ -638,7 +624,6 @@ _add(
         timestep=r.t_long(1),
         added_cond_kwargs={"resolution": None, "aspect_ratio": None},
     ),
-    cfg_style="batched",
 )
 _add(
     "DiTTransformer2DModel",
@@ -653,7 +638,6 @@ _add(
         num_embeds_ada_norm=1000,
     ),
     lambda r: dict(hidden_states=r.lat(1, 4, 8, 8), timestep=r.t_long(1), class_labels=torch.tensor([3])),
-    cfg_style="batched",
 )
 _SANA = dict(
     in_channels=4,
@@ -674,7 +658,6 @@ _add(
     lambda r: dict(
         hidden_states=r.lat(1, 4, 8, 8), encoder_hidden_states=r.const(1, 6, 8), timestep=r.t(1000.0)
     ),
-    cfg_style="batched",
 )
 _add(
     "SanaVideoTransformer3DModel",
@@ -682,7 +665,6 @@ _add(
     lambda r: dict(
         hidden_states=r.lat(1, 4, 2, 8, 8), encoder_hidden_states=r.const(1, 6, 8), timestep=r.t(1000.0)
     ),
-    cfg_style="batched",
 )
 _add(
     "LatteTransformer3DModel",
@@ -704,7 +686,6 @@ _add(
         hidden_states=r.lat(1, 4, 2, 8, 8), timestep=r.t_long(1), encoder_hidden_states=r.const(1, 6, 16)
     ),
     pattern="needs_code",
-    cfg_style="batched",
 )
 
 
@@ -743,7 +724,6 @@ _add(
     ),
     _hunyuan_dit_inputs,
     pattern="long_skips",
-    cfg_style="batched",
 )
 _add(
     "Lumina2Transformer2DModel",
@@ -768,7 +748,6 @@ _add(
         encoder_attention_mask=torch.ones(1, 6, dtype=torch.bool),
     ),
     pattern="helper_lists",
-    cfg_style="batched",
 )
 
 
@@ -800,7 +779,6 @@ _add(
         learn_sigma=True,
     ),
     _lumina_next_inputs,
-    cfg_style="batched",
 )
 
 # --------------------------------------------------------------------------------------------------------
@@ -826,7 +804,6 @@ _add(
         encoder_attention_mask=torch.ones(1, 8, dtype=torch.bool),
     ),
     pattern="two_stream",
-    cfg_style="batched",
 )
 _add(
     "LTXVideoTransformer3DModel",
@@ -848,7 +825,6 @@ _add(
         height=4,
         width=4,
     ),
-    cfg_style="batched",
 )
 _add(
     "LTX2VideoTransformer3DModel",
@@ -883,7 +859,6 @@ _add(
         fps=25.0,
     ),
     pattern="two_stream",
-    cfg_style="batched",
 )
 _add(
     "AllegroTransformer3DModel",
@@ -904,7 +879,6 @@ _add(
     lambda r: dict(
         hidden_states=r.lat(1, 4, 2, 8, 8), encoder_hidden_states=r.const(1, 6, 8), timestep=r.t_long(1)
     ),
-    cfg_style="batched",
 )
 _add(
     "CosmosTransformer3DModel",
@@ -932,7 +906,6 @@ _add(
         fps=30,
         padding_mask=torch.zeros(1, 1, 8, 8),
     ),
-    cfg_style="separate",
 )
 _add(
     "EasyAnimateTransformer3DModel",
@@ -957,7 +930,6 @@ _add(
         encoder_hidden_states_t5=r.const(1, 8, 16),
     ),
     pattern="two_stream",
-    cfg_style="batched",
 )
 
 # --------------------------------------------------------------------------------------------------------
@@ -983,7 +955,6 @@ _add(
         img_shapes=[(1, 4, 4)],
     ),
     pattern="two_stream",
-    cfg_style="separate",
 )
 _add(
     "ZImageTransformer2DModel",
@@ -1002,7 +973,6 @@ _add(
     ),
     lambda r: dict(x=[r.lat(4, 1, 8, 8)], t=r.t(1.0), cap_feats=[r.const(6, 16)]),
     pattern="helper_lists",
-    cfg_style="batched",
 )
 _add(
     "PRXTransformer2DModel",
@@ -1019,7 +989,6 @@ _add(
     lambda r: dict(
         hidden_states=r.lat(1, 4, 8, 8), timestep=r.t(1.0), encoder_hidden_states=r.const(1, 6, 16)
     ),
-    cfg_style="batched",
 )
 _add(
     "PriorTransformer",
@@ -1038,7 +1007,6 @@ _add(
         encoder_hidden_states=r.const(1, 7, 8),
     ),
     pattern="joint",
-    cfg_style="batched",
 )
 _add(
     "AceStepTransformer1DModel",
@@ -1332,7 +1300,6 @@ _add(
         image_embeds=torch.zeros(1, 3, 12),
     ),
     pattern="helper_lists",
-    cfg_style="separate",
 )
 
 
@@ -1378,7 +1345,6 @@ _add(
     ),
     _framepack_inputs,
     pattern="helper_lists",
-    cfg_style="guidance_embed",
 )
 _add(
     "MotifVideoTransformer3DModel",
@@ -1454,7 +1420,6 @@ _add(
         text_rope_pos=torch.arange(6),
     ),
     pattern="helper_lists",
-    cfg_style="separate",
 )
 _add(
     "Kandinsky6Transformer3DModel",
@@ -1754,7 +1719,6 @@ _add(
         cross_attention_input_dim=8,
     ),
     _stable_audio_inputs,
-    cfg_style="batched",
 )
 _add(
     "WanAnimateTransformer3DModel",
@@ -1789,7 +1753,6 @@ _add(
         face_pixel_values=r.const(1, 3, 77, 16, 16),
     ),
     pattern="added_between_blocks",
-    cfg_style="separate",
     note="face_adapter (interleaved) adds face features to the hidden stream after every 3rd block",
 )
 
@@ -1881,6 +1844,101 @@ _out("T5FilmDecoder", "deprecated (spectrogram diffusion pipeline)")
 _out("MiniMaxMusic3RVQDepthDecoder", "not a denoiser (RVQ depth decoder of MiniMax Music 3)")
 
 
+# (style, note) per family, from the pipelines that use the class (diffusers 0.42.1 sources).
+CFG_BY_FAMILY: dict[str, tuple[str, str]] = {
+    "FluxTransformer2DModel": (
+        "separate",
+        "FLUX.1-dev: guidance embedding; true_cfg_scale adds the marked uncond call",
+    ),
+    "BriaTransformer2DModel": ("batched", ""),
+    "ChromaTransformer2DModel": ("separate_unmarked", ""),
+    "LongCatImageTransformer2DModel": ("separate", ""),
+    "OvisImageTransformer2DModel": ("separate", ""),
+    "Flux2Transformer2DModel": (
+        "guidance_embed",
+        "Klein pipelines: separate marked calls; Klein-KV: kv prefill call",
+    ),
+    "Flux3Transformer2DModel": ("guider", "modular pipeline only"),
+    "BriaFiboTransformer2DModel": ("batched", ""),
+    "SD3Transformer2DModel": ("batched", "skip-layer guidance adds a third call per step"),
+    "AuraFlowTransformer2DModel": ("batched", ""),
+    "HiDreamImageTransformer2DModel": ("batched", ""),
+    "WanTransformer3DModel": ("separate", "Wan 2.2: a second denoiser transformer_2 for low-noise steps"),
+    "ChronoEditTransformer3DModel": ("separate_unmarked", ""),
+    "SkyReelsV2Transformer3DModel": ("separate", "diffusion forcing: several denoising loops per call"),
+    "WanVACETransformer3DModel": ("separate", ""),
+    "HeliosTransformer3DModel": ("separate", "pyramid pipeline: several denoising loops per call"),
+    "AnyFlowTransformer3DModel": ("batched", ""),
+    "AnyFlowFARTransformer3DModel": ("batched", "chunked autoregressive loop with kv cache"),
+    "CogVideoXTransformer3DModel": ("batched", "marked cond_uncond"),
+    "ConsisIDTransformer3DModel": ("batched", ""),
+    "CogView3PlusTransformer2DModel": ("batched", ""),
+    "CogView4Transformer2DModel": ("separate", ""),
+    "HunyuanVideoTransformer3DModel": ("guidance_embed", "true_cfg_scale adds the marked uncond call"),
+    "HunyuanImageTransformer2DModel": ("guider", "guidance embedding in the distilled variant"),
+    "PixArtTransformer2DModel": ("batched", ""),
+    "DiTTransformer2DModel": ("batched", ""),
+    "SanaTransformer2DModel": ("batched", "Sana Sprint: guidance embedding"),
+    "SanaVideoTransformer3DModel": ("batched", ""),
+    "LatteTransformer3DModel": ("batched", ""),
+    "HunyuanDiT2DModel": ("batched", ""),
+    "Lumina2Transformer2DModel": (
+        "separate_unmarked",
+        "CFG truncation: the uncond call stops after a ratio of steps",
+    ),
+    "LuminaNextDiT2DModel": ("batched", ""),
+    "MochiTransformer3DModel": ("batched", "marked cond_uncond"),
+    "LTXVideoTransformer3DModel": ("batched", "marked cond_uncond"),
+    "LTX2VideoTransformer3DModel": ("batched", "marked cond_uncond"),
+    "AllegroTransformer3DModel": ("batched", ""),
+    "CosmosTransformer3DModel": ("separate_unmarked", ""),
+    "EasyAnimateTransformer3DModel": ("batched", ""),
+    "QwenImageTransformer2DModel": ("separate", "true_cfg_scale"),
+    "ZImageTransformer2DModel": ("batched", "CFG truncation"),
+    "PRXTransformer2DModel": ("batched", ""),
+    "PriorTransformer": ("batched", "a prior pipeline (Kandinsky 2.x, Shap-E, unCLIP)"),
+    "AceStepTransformer1DModel": ("batched", "CFG interval; cover tasks add a third call"),
+    "Cosmos3OmniTransformer": ("separate_unmarked", ""),
+    "Ideogram4Transformer2DModel": ("separate_model", "unconditional_transformer runs the uncond branch"),
+    "Krea2Transformer2DModel": ("separate_unmarked", ""),
+    "MiniMaxH3Transformer3DModel": ("guider", "modular pipeline only"),
+    "GlmImageTransformer2DModel": ("separate_unmarked", "kv 'extract' calls on the condition images first"),
+    "BriaFibo2Transformer2DModel": ("separate_unmarked", ""),
+    "Kandinsky6SRTransformer3DModel": ("none", ""),
+    "HunyuanVideo15Transformer3DModel": ("guider", ""),
+    "HunyuanVideoFramepackTransformer3DModel": (
+        "guidance_embed",
+        "several denoising loops (sections) per call",
+    ),
+    "MotifVideoTransformer3DModel": ("guider", ""),
+    "JoyImageEditTransformer3DModel": ("separate_unmarked", ""),
+    "JoyImageEditPlusTransformer3DModel": ("batched", ""),
+    "Kandinsky5Transformer3DModel": ("separate_unmarked", ""),
+    "Kandinsky6Transformer3DModel": ("separate", ""),
+    "ErnieImageTransformer2DModel": ("batched", ""),
+    "LongCatAudioDiTTransformer": ("separate_unmarked", ""),
+    "MiniMaxMusic3Transformer1DModel": ("guider", "modular pipeline only"),
+    "NucleusMoEImageTransformer2DModel": ("separate_unmarked", "true_cfg_scale"),
+    "OmniGenTransformer2DModel": ("batched", "2 or 3 branches (text, image guidance) in one batch"),
+    "QwenImage21Transformer2DModel": ("separate", "kv prefill ('extract') call before the loop"),
+    "SanaWMTransformer3DModel": ("batched", ""),
+    "SanaWMLTX2RefinerTransformer3DModel": (
+        "none",
+        "refiner stage of the SANA-WM pipeline; kv sink injection",
+    ),
+    "StableAudio3DiTModel": ("batched", ""),
+    "StableAudioDiTModel": ("batched", ""),
+    "WanAnimateTransformer3DModel": ("separate", ""),
+    "WanAnimate2Transformer3DModel": (
+        "guider",
+        "modular; kv 'extract' pass per segment, then 'cached' steps",
+    ),
+    "RFD4ProteinaTransformer": ("none", "protein design sampler, not an image pipeline"),
+}
+for _name, (_style, _note) in CFG_BY_FAMILY.items():
+    FAMILIES[_name] = replace(FAMILIES[_name], cfg_style=_style, cfg_note=_note)
+
+
 def all_transformer_class_names() -> list[str]:
     """Every class exported by `diffusers.models.transformers` (the installed version)."""
     return sorted(
@@ -1890,6 +1948,3 @@ def all_transformer_class_names() -> list[str]:
 
 def in_scope() -> list[Family]:
     return [f for f in FAMILIES.values() if f.out_of_scope is None]
-
-
-_ = math  # reserved for rotary helpers

@@ -440,7 +440,8 @@ def render(surveys: list[Survey], failures: dict[str, str]) -> str:
     for p in PATTERNS:
         for s in by_pattern.get(p, []):
             fam = FAMILIES[s.cls_name]
-            out.append(f"### {s.cls_name}  [{s.pattern}]  CFG: {fam.cfg_style}")
+            cfg = fam.cfg_style + (f" ({fam.cfg_note})" if fam.cfg_note else "")
+            out.append(f"### {s.cls_name}  [{s.pattern}]  CFG: {cfg}")
             out.append(
                 f"- traits: {', '.join(s.traits) or '-'}" + (f"; note: {fam.note}" if fam.note else "")
             )
