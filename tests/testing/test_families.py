@@ -33,7 +33,7 @@ def _tensors(obj: Any) -> list[torch.Tensor]:
 
 def _run(model: torch.nn.Module, name: str, step: int = 0) -> list[torch.Tensor]:
     with torch.no_grad():
-        return _tensors(model(**FAMILIES[name].inputs(seed=0, step=step)))
+        return _tensors(model(**FAMILIES[name].step_inputs(model, seed=0, step=step)))
 
 
 def test_every_exported_class_is_listed() -> None:

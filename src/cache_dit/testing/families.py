@@ -50,6 +50,14 @@ class Family:
     cfg_note: str = ""  # other CFG facts of its pipelines (extra calls, a second denoiser, kv prefill)
     note: str = ""
     extra: dict[str, Any] = field(default_factory=dict)
+    # prepare(model, seed=0) -> kwargs to merge into every step's inputs, computed by calls that are NOT
+    # denoising steps (a kv "extract" / prefill pass). Call it once per built model, before the steps; it
+    # calls the model's forward, so a cache installed on the model sees it.
+    prepare: Callable[..., dict[str, Any]] = field(default=lambda model, seed=0: {}, repr=False)
+
+    def step_inputs(self, model: torch.nn.Module, seed: int = 0, step: int = 0) -> dict[str, Any]:
+        """inputs(seed, step) plus what `prepare` returns (runs `prepare` on every call: for one-off use)."""
+        return {**self.inputs(seed=seed, step=step), **self.prepare(model, seed=seed)}
 
 
 # CFG styles of the pipelines (read from the pipeline sources of diffusers 0.42.1).
@@ -141,6 +149,7 @@ def _add(
     return_dict: bool = True,
     post: Callable[[Any], None] | None = None,
     extra: dict[str, Any] | None = None,
+    prepare: Callable[..., dict[str, Any]] | None = None,
 ) -> None:
     FAMILIES[cls_name] = Family(
         cls_name=cls_name,
@@ -149,6 +158,7 @@ def _add(
         pattern=pattern,
         note=note,
         extra=dict(extra or {}),
+        **({"prepare": prepare} if prepare is not None else {}),
     )
 
 
@@ -732,7 +742,7 @@ _add(
         patch_size=2,
         in_channels=4,
         hidden_size=32,
-        num_layers=2,
+        num_layers=3,
         num_refiner_layers=1,
         num_attention_heads=2,
         num_kv_heads=1,
@@ -963,7 +973,7 @@ _add(
         all_f_patch_size=(1,),
         in_channels=4,
         dim=32,
-        n_layers=2,
+        n_layers=3,
         n_refiner_layers=1,
         n_heads=2,
         n_kv_heads=2,
@@ -1133,7 +1143,7 @@ _add(
     "Krea2Transformer2DModel",
     dict(
         in_channels=16,
-        num_layers=2,
+        num_layers=3,
         attention_head_dim=8,
         num_attention_heads=4,
         num_key_value_heads=2,
@@ -1188,7 +1198,7 @@ _add(
         num_attention_heads=2,
         attention_head_dim=16,
         hidden_size=24,
-        num_layers=2,
+        num_layers=3,
         num_refiner_layers=1,
         ffn_dim=32,
         in_channels=4,
@@ -1234,7 +1244,7 @@ _add(
         in_channels=4,
         patch_size=2,
         dim=32,
-        n_layers=2,
+        n_layers=3,
         n_refiner_layers=1,
         n_heads=2,
         cap_feat_dim=24,
@@ -1408,7 +1418,7 @@ _add(
         model_dim=32,
         ff_dim=64,
         num_text_blocks=1,
-        num_visual_blocks=2,
+        num_visual_blocks=3,
         axes_dims=(4, 6, 6),
     ),
     lambda r: dict(
@@ -1433,7 +1443,7 @@ _add(
         model_dim=48,
         ff_dim=64,
         num_text_blocks=1,
-        num_visual_blocks=2,
+        num_visual_blocks=3,
         axes_dims=(4, 4, 4),
         visual_cond=True,
         in_audio_dim=4,
@@ -1603,7 +1613,7 @@ _add(
     "SanaWMTransformer3DModel",
     dict(
         in_channels=4,
-        num_layers=2,
+        num_layers=3,
         hidden_size=32,
         num_attention_heads=2,
         patch_size=(1, 1, 1),
@@ -1614,7 +1624,7 @@ _add(
         caption_channels=8,
         mlp_ratio=2.0,
         chunk_plucker_channels=8,
-        chunk_plucker_post_attn_blocks=2,
+        chunk_plucker_post_attn_blocks=3,
     ),
     _sana_wm_inputs,
 )
@@ -1758,19 +1768,41 @@ _add(
 
 
 def _wan_animate2_inputs(r: _Step) -> dict[str, Any]:
-    from diffusers.models.transformers.transformer_wan_animate_2 import WanAnimate2KVCache
-
+    """One denoising step ("cached" mode): 3 latent frames (reference slot + 2), 2x2 patches per frame."""
     return dict(
-        hidden_states=[r.lat(16, 2, 4, 4)],
+        hidden_states=[r.lat(16, 3, 4, 4)],
         timestep=r.t(1000.0),
         encoder_hidden_states=[r.const(8, 32)],
-        condition_latents=[r.const(20, 2, 4, 4)],
+        condition_latents=[r.const(20, 3, 4, 4)],
         encoder_hidden_states_image=r.const(1, 4, 1280),
-        kv_cache=WanAnimate2KVCache(2),
-        kv_cache_mode="extract",
-        seq_len=2 * 4,
-        offset_grid_sizes=torch.tensor([[2, 2, 2]], dtype=torch.long),
+        kv_cache_mode="cached",
+        seq_len=3 * 4,
+        reference_grid_sizes=torch.tensor([[2, 2, 2]], dtype=torch.long),
+        origin_len=5,
+        origin_area=[32, 32],
     )
+
+
+def _wan_animate2_prepare(model: torch.nn.Module, seed: int = 0) -> dict[str, Any]:
+    """The reference pass (kv_cache_mode="extract") that fills the kv cache the denoising steps attend to."""
+    from diffusers.models.transformers.transformer_wan_animate_2 import WanAnimate2KVCache
+
+    g = torch.Generator().manual_seed(seed + 1)
+    cache = WanAnimate2KVCache(len(model.blocks))
+    with torch.no_grad():
+        model(
+            hidden_states=[torch.randn(16, 2, 4, 4, generator=g)],
+            timestep=torch.tensor([1.0]),
+            encoder_hidden_states=[torch.randn(8, 32, generator=g)],
+            condition_latents=[torch.randn(20, 2, 4, 4, generator=g)],
+            encoder_hidden_states_image=torch.randn(1, 4, 1280, generator=g),
+            kv_cache=cache,
+            kv_cache_mode="extract",
+            seq_len=2 * 4,
+            offset_grid_sizes=torch.tensor([[2, 2, 2]], dtype=torch.long),
+            return_dict=False,
+        )
+    return {"kv_cache": cache}
 
 
 _add(
@@ -1785,12 +1817,13 @@ _add(
         text_dim=32,
         out_dim=16,
         num_heads=2,
-        num_layers=2,
+        num_layers=3,
         use_img_emb=True,
     ),
     _wan_animate2_inputs,
     pattern="kv_prefill",
-    note="inputs() is the kv 'extract' (reference) pass; a denoising step ('cached') needs that pass first",
+    note="a denoising step ('cached') attends to a kv cache filled by a reference ('extract') pass: prepare()",
+    prepare=_wan_animate2_prepare,
 )
 
 

@@ -295,11 +295,12 @@ def survey_family(family: Family, seed: int = 0) -> Survey:
     t0 = time.perf_counter()
     model = family.build(seed=seed)
     lists = find_block_lists(model)
+    prepared = family.prepare(model, seed=seed)  # not a denoising step: before the hooks
     calls: list[_Call] = []
     handles = _hook_lists(lists, calls)
     try:
         with torch.no_grad():
-            output = model(**family.inputs(seed=seed, step=0))
+            output = model(**family.inputs(seed=seed, step=0), **prepared)
     finally:
         for h in handles:
             h.remove()
