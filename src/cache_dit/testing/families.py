@@ -1802,7 +1802,30 @@ def _wan_animate2_prepare(model: torch.nn.Module, seed: int = 0) -> dict[str, An
             offset_grid_sizes=torch.tensor([[2, 2, 2]], dtype=torch.long),
             return_dict=False,
         )
+    _wan_animate2_eager_block_mask(model, origin_len=5, origin_area=(32, 32))
     return {"kv_cache": cache}
+
+
+def _wan_animate2_eager_block_mask(
+    model: torch.nn.Module, origin_len: int, origin_area: tuple[int, int]
+) -> None:
+    """Fill the model's block-mask cache the way its forward would, but without `create_block_mask`'s
+    torch.compile (10+ s on a CPU for a tiny mask; the mask is the same)."""
+    from diffusers.models.transformers import transformer_wan_animate_2 as module
+
+    key = (origin_len // 4 + 1, origin_area[0] * origin_area[1] // 256)
+    if key in model.block_masks:
+        return
+    compiled = module.create_block_mask
+
+    def eager(*args: Any, **kwargs: Any) -> Any:
+        return compiled(*args, **{**kwargs, "_compile": False})
+
+    module.create_block_mask = eager
+    try:
+        model.block_masks[key] = model.create_mask(key[0], key[1], torch.device("cpu"))
+    finally:
+        module.create_block_mask = compiled
 
 
 _add(
