@@ -275,6 +275,8 @@ class CacheRunner:
     def _transformer_forward(self, orig: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
         if self._pass is not None or not self.active:  # re-entrant call, or a removed cache: leave it alone
             return orig(*args, **kwargs)
+        if self.adapter is not None and self.adapter.is_side_pass(kwargs):  # not a denoising step
+            return orig(*args, **kwargs)
         self._pass = self._open_pass(args, kwargs)
         ok = False
         try:

@@ -91,7 +91,12 @@ class TransformerAdapter:
         latents_arg: the transformer forward's latent input (both CFG calls of a step get the same one).
         long_skips: late blocks take the outputs of early blocks as skip inputs (HunyuanDiT's U-Net-like
             skips), so the last Bn blocks only see computed skips when Bn_compute_blocks <= Fn_compute_blocks.
+        side_passes: (keyword, value) pairs marking calls that are not denoising steps (a kv "extract" pass):
+            they run uncached and are not counted.
     """
+
+    def is_side_pass(self, kwargs: dict[str, Any]) -> bool:
+        return any(key in kwargs and kwargs[key] == value for key, value in self.side_passes)
 
     name: str
     block_lists: tuple[tuple[str, BlockIO], ...]
@@ -100,6 +105,7 @@ class TransformerAdapter:
     pipelines: tuple[str, ...]
     latents_arg: ArgSpec = ArgSpec("hidden_states", 0)
     long_skips: bool = False
+    side_passes: tuple[tuple[str, Any], ...] = ()
 
     def block_lists_of(self, transformer: torch.nn.Module) -> list[tuple[str, torch.nn.ModuleList, BlockIO]]:
         """Each declared block list (path, the list, its I/O layout) in execution order."""
@@ -244,4 +250,17 @@ def _load_builtin() -> None:
     if _loaded:
         return
     _loaded = True
-    from . import flux, wan  # noqa: F401
+    from . import (  # noqa: F401
+        audio,
+        cogview,
+        dit_single,
+        flux,
+        flux_family,
+        hunyuan,
+        joint,
+        mmdit,
+        two_stream,
+        unsupported,
+        wan,
+        wan_family,
+    )

@@ -37,6 +37,7 @@ _KEYS = (
     "latents",
     "separate_cfg",
     "long_skips",
+    "side_pass",
     "name",
 )
 _LIST_KEYS = ("path", "hidden", "encoder", "returns")
@@ -158,6 +159,9 @@ def declare_adapter(transformer: torch.nn.Module, spec: Mapping[str, Any]) -> Tr
     for key, value in (("separate_cfg", separate_cfg), ("long_skips", long_skips)):
         if not isinstance(value, bool):
             raise TypeError(f"adapter[{key!r}] must be a bool, got {value!r}")
+    side_pass = spec.get("side_pass") or {}
+    if not isinstance(side_pass, Mapping):
+        raise TypeError(f"adapter['side_pass'] must be a dict of forward keyword -> value, got {side_pass!r}")
     return TransformerAdapter(
         name=str(spec.get("name", f"declared {model}")),
         block_lists=tuple(lists),
@@ -166,4 +170,5 @@ def declare_adapter(transformer: torch.nn.Module, spec: Mapping[str, Any]) -> Tr
         pipelines=(),
         latents_arg=arg_spec(transformer, latents, f"adapter, {model}"),
         long_skips=long_skips,
+        side_passes=tuple(side_pass.items()),
     )
