@@ -108,14 +108,61 @@ def test_unmarked_calls_split_by_parity(compute_first):
 
 
 @pytest.mark.parametrize("steps", [5, 4])
-def test_mismatched_separate_cfg_warns(steps):
-    """Wan without CFG runs one call per step; the Wan default (separate CFG) must not stay silent."""
+def test_unmarked_single_calls_are_told_from_cfg_pairs_by_timestep(steps):
+    """Wan without CFG runs one call per step: each call has a new timestep, so all are one branch."""
     case = WAN
+    marked = case.build()
+    apply_cache_on_pipe(marked, **BASE, residual_diff_threshold=100.0, warmup_steps=1)
+    ref = case.run(marked, steps=steps, cfg=False)
     pipe = case.build()
-    apply_cache_on_pipe(pipe, **BASE, residual_diff_threshold=0.0)
+    apply_cache_on_pipe(pipe, **BASE, residual_diff_threshold=100.0, warmup_steps=1)
     _without_marks(pipe)
-    with pytest.warns(RuntimeWarning, match="do_separate_classifier_free_guidance"):
-        case.run(pipe, steps=steps, cfg=False)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", RuntimeWarning)
+        out = case.run(pipe, steps=steps, cfg=False)
+    stats = cache_dit.summary(pipe)
+    assert (stats.num_steps, stats.cfg_num_steps) == (steps, 0)
+    assert stats.cached_steps == cache_dit.summary(marked).cached_steps == list(range(1, steps))
+    assert torch.equal(out, ref)
+
+
+class _CustomLoop:
+    """A pipeline-like object with its own loop and no branch marks: CFG pairs for the first 3 steps only
+    (CFG truncation), and a third pass at step 1 (as skip-layer guidance does)."""
+
+    calls_per_step = (2, 3, 2, 1, 1, 1)
+
+    def __init__(self):
+        from cache_dit.testing.toy import toy_dit
+
+        self.transformer = toy_dit()
+
+    @torch.no_grad()
+    def __call__(self):
+        g = torch.Generator().manual_seed(0)
+        x, text = torch.randn(1, 16, 8, generator=g), torch.randn(1, 5, 12, generator=g)
+        for step, n in enumerate(self.calls_per_step):
+            t = torch.tensor([1000.0 - 150 * step])
+            outs = [self.transformer(x + 0.1 * k, text, t) for k in range(n)]
+            x = x - 0.15 * outs[0]
+        return x
+
+
+def test_unmarked_truncated_cfg_and_a_third_pass_keep_their_branches():
+    toy = dict(
+        blocks=[
+            dict(path="stages.dual", hidden="hidden", encoder="context", returns=("hidden", "encoder")),
+            dict(path="stages.joint", hidden="tokens", encoder=None, returns="hidden"),
+        ]
+    )
+    pipe = _CustomLoop()
+    apply_cache_on_pipe(pipe, **BASE, residual_diff_threshold=100.0, warmup_steps=1, adapter=toy)
+    pipe()
+    runner_call = cache_dit.cache_factory.runner.get_runner(pipe.transformer).call
+    assert {name: b.calls for name, b in runner_call.branches.items()} == {"cond": 6, "uncond": 3, "call2": 1}
+    stats = cache_dit.summary(pipe)
+    assert stats.cached_steps == [1, 2, 3, 4, 5]
+    assert stats.cfg_cached_steps == [1, 2]
 
 
 def test_matched_cfg_does_not_warn():

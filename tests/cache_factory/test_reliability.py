@@ -368,6 +368,16 @@ def test_cached_pipeline_pickles_and_copies(case, how):
     pipe = case.build()
     original_class = type(pipe)
     ref = case.run(pipe, steps=6)
+    if how == "pickle":
+        try:
+            pickle.dumps(pipe)
+        except (AttributeError, TypeError, pickle.PicklingError) as error:
+            # after a call, transformers' CLIP vision model (Wan I2V) holds local hooks: the uncached
+            # pipeline cannot be pickled either, and the cached one fails the same way
+            apply_cache_on_pipe(pipe, **db_options())
+            with pytest.raises(type(error)):
+                pickle.dumps(pipe)
+            return
     apply_cache_on_pipe(pipe, **db_options())
     cached = case.run(pipe, steps=6)
     stats = cache_dit.summary(pipe)

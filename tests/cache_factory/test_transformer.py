@@ -51,6 +51,7 @@ def test_controlnet_residuals_are_neither_dropped_nor_doubled():
         Bn_compute_blocks=1,
         residual_diff_threshold=100.0,
         warmup_steps=1,
+        do_separate_classifier_free_guidance=False,  # same timestep, one branch (not a CFG pair)
     )
     with cache_dit.denoising_run(transformer):  # one run (a repeated timestep alone would start a new one)
         first = transformer(timestep=t, **inputs, **cn)[0]

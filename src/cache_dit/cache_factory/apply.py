@@ -14,40 +14,59 @@ after another, and a call from a second thread while another is running raises (
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from typing import Any
 
 import torch
 
-from .adapters import find_adapter
+from .adapters import TransformerAdapter, find_adapter
+from .adapters.declared import declare_adapter
 from .cache_types import CacheType
 from .config import build_config
 from .runner import CacheRunner, foreign_cache_hooks, get_runner
 from .stats import CacheStats
 
 _PIPE_MARK = "_cache_dit_original_class"
+_DENOISERS_MARK = "_cache_dit_denoisers"  # names of the cached denoiser components, on the per-instance class
+
+
+def _runners_of(pipe: Any) -> list[CacheRunner]:
+    names = type(pipe).__dict__.get(_DENOISERS_MARK, ("transformer",))
+    runners = (get_runner(getattr(pipe, name, None)) for name in names)
+    return [r for r in runners if r is not None]
+
+
+@contextlib.contextmanager
+def _one_call(runners: list[CacheRunner]) -> Iterator[None]:
+    """Fresh state in every runner for one pipeline call (or marked run); each begun one is ended."""
+    begun: list[CacheRunner] = []
+    try:
+        for runner in runners:
+            runner.begin_pipeline_call()
+            begun.append(runner)
+        yield
+    finally:
+        for runner in begun:
+            runner.end_pipeline_call()
 
 
 def _pipeline_call(self: Any, *args: Any, **kwargs: Any) -> Any:
-    runner = get_runner(getattr(self, "transformer", None))
     original = type(self).__dict__[_PIPE_MARK]
-    if runner is None:
+    with _one_call(_runners_of(self)):
         return original.__call__(self, *args, **kwargs)
-    runner.begin_pipeline_call()
-    try:
-        return original.__call__(self, *args, **kwargs)
-    finally:
-        runner.end_pipeline_call()
 
 
 def _reduce_cached_pipeline(self: Any, protocol: int) -> Any:
     """Pickle/copy as "a new instance of the original class, cached", then the usual state (`__dict__`)."""
     reduced = object.__reduce_ex__(self, max(protocol, 2))  # (copyreg.__newobj__, (cls,), state, ...)
-    return (_new_cached_pipeline, (type(self).__dict__[_PIPE_MARK],), *reduced[2:])
+    denoisers = type(self).__dict__.get(_DENOISERS_MARK, ("transformer",))
+    return (_new_cached_pipeline, (type(self).__dict__[_PIPE_MARK], denoisers), *reduced[2:])
 
 
-def _new_cached_pipeline(original: type) -> Any:
-    return object.__new__(_cached_class(original))
+def _new_cached_pipeline(original: type, denoisers: tuple[str, ...] = ("transformer",)) -> Any:
+    cls = _cached_class(original)
+    setattr(cls, _DENOISERS_MARK, tuple(denoisers))
+    return object.__new__(cls)
 
 
 def _cached_class(cls: type) -> type:
@@ -68,24 +87,90 @@ def _is_patched(pipe: Any) -> bool:
     return _PIPE_MARK in type(pipe).__dict__
 
 
-def _transformer_of(pipe: Any) -> torch.nn.Module:
+def _has_adapter(module: torch.nn.Module) -> bool:
+    try:
+        find_adapter(module)
+    except ValueError:
+        return False
+    return True
+
+
+def _denoisers_of(pipe: Any) -> dict[str, torch.nn.Module]:
+    """The pipeline's denoisers: `transformer`, plus every other component a registered adapter knows
+    (Wan 2.2's `transformer_2`, a `prior`), in the pipeline's component order."""
     transformer = getattr(pipe, "transformer", None)
-    if not isinstance(transformer, torch.nn.Module):
+    found: dict[str, torch.nn.Module] = {}
+    if isinstance(transformer, torch.nn.Module):
+        found["transformer"] = transformer
+    components = getattr(pipe, "components", None)
+    for name, module in components.items() if isinstance(components, Mapping) else ():
+        if name not in found and isinstance(module, torch.nn.Module) and _has_adapter(module):
+            if all(module is not other for other in found.values()):
+                found[name] = module
+    if not found:
         raise TypeError(
             f"apply_cache_on_pipe expects a diffusers pipeline with a `transformer` module, got "
             f"{type(pipe).__name__} (transformer={type(transformer).__name__}); for a bare transformer use "
             "apply_cache_on_transformer"
         )
-    return transformer
+    return found
+
+
+def _per_denoiser_options(
+    denoisers: dict[str, torch.nn.Module], options: dict[str, Any]
+) -> dict[str, dict[str, Any] | None]:
+    """Options for each denoiser: the common ones, updated by `per_denoiser[name]` (False: leave it uncached)."""
+    per = options.pop("per_denoiser", None) or {}
+    if not isinstance(per, Mapping):
+        raise TypeError(f"per_denoiser must be a dict of denoiser name -> options dict or False, got {per!r}")
+    unknown = sorted(set(per) - set(denoisers))
+    if unknown:
+        raise ValueError(
+            f"per_denoiser names {unknown[0]!r}, which is not a denoiser of this pipeline; allowed: "
+            f"{', '.join(denoisers)}"
+        )
+    resolved: dict[str, dict[str, Any] | None] = {}
+    for name in denoisers:
+        extra = per.get(name, {})
+        if extra is False:
+            resolved[name] = None
+        elif isinstance(extra, Mapping):
+            resolved[name] = {**options, **extra}
+        else:
+            raise TypeError(f"per_denoiser[{name!r}] must be an options dict or False, got {extra!r}")
+    return resolved
+
+
+def _resolve_adapter(transformer: torch.nn.Module, adapter: Any) -> TransformerAdapter | None:
+    """The `adapter=` option: None (the registry), "auto" (None: derived on the first call), a dict, an adapter."""
+    if adapter is None:
+        return find_adapter(transformer)
+    if isinstance(adapter, str):
+        if adapter != "auto":
+            raise ValueError(
+                f"adapter={adapter!r} is not allowed; allowed: None, 'auto', a dict, a TransformerAdapter"
+            )
+        return None
+    if isinstance(adapter, TransformerAdapter):
+        return adapter
+    if isinstance(adapter, Mapping):
+        return declare_adapter(transformer, adapter)
+    raise TypeError(
+        f"adapter must be None, 'auto', a dict or a TransformerAdapter, got {type(adapter).__name__}: {adapter!r}"
+    )
 
 
 def _build_runner(transformer: torch.nn.Module, options: dict[str, Any]) -> CacheRunner | None:
     """Validate everything and build the runner without touching the model. None: cache_type NONE."""
+    options = dict(options)
+    adapter = options.pop("adapter", None)
+    validate = options.pop("validate", False)
+    if not isinstance(validate, bool):
+        raise TypeError(f"validate must be a bool, got {type(validate).__name__}: {validate!r}")
     config = build_config(**options)
     if config.cache_type is CacheType.NONE:
         return None
-    adapter = find_adapter(transformer)
-    runner = CacheRunner(transformer, adapter, config)
+    runner = CacheRunner(transformer, _resolve_adapter(transformer, adapter), config, validate=validate)
     foreign = foreign_cache_hooks(transformer)
     if foreign:
         raise RuntimeError(
@@ -149,62 +234,88 @@ def denoising_run(pipe_or_transformer: Any) -> Iterator[None]:
     """Mark one denoising run of a cached bare transformer: fresh cache state on entry, stats kept on exit.
 
     `with cache_dit.denoising_run(transformer): for t in timesteps: ...` is what a pipeline call does for its
-    transformer; inside it nothing is guessed from timesteps. Without a cache applied it does nothing.
+    transformer(s): inside it no new run is guessed, and unmarked calls that share a timestep are told apart as CFG
+    branches (pass `do_separate_classifier_free_guidance=False` to keep them in one). Without a cache applied it
+    does nothing.
     """
-    transformer = pipe_or_transformer
-    if not isinstance(pipe_or_transformer, torch.nn.Module):
-        transformer = getattr(pipe_or_transformer, "transformer", None)
-    runner = get_runner(transformer)
-    if runner is None:
+    if isinstance(pipe_or_transformer, torch.nn.Module):
+        runner = get_runner(pipe_or_transformer)
+        runners = [runner] if runner is not None else []
+    else:
+        runners = _runners_of(pipe_or_transformer)
+    with _one_call(runners):
         yield
-        return
-    runner.begin_pipeline_call()
-    try:
-        yield
-    finally:
-        runner.end_pipeline_call()
 
 
 def apply_cache_on_pipe(pipe: Any, **options: Any) -> Any:
-    """Cache the transformer of a diffusers pipeline; returns the pipeline.
+    """Cache the denoiser(s) of a diffusers pipeline; returns the pipeline.
 
     Options left out take `CacheType.default_options(cache_type)` (cache_type defaults to DBCache). Calling it
     again replaces the previous options; `cache_type=CacheType.NONE` removes the cache. If it raises, the
     pipeline is exactly as it was.
+
+    Besides the cache options:
+        adapter: None (default: the registry, by transformer class), "auto" (the block layout is learned on the
+            first call) or a declaration dict (see `cache_factory.adapters.declared`).
+        validate: replay the first stored step through the cached path and raise if it does not reproduce
+            the computed output (one extra transformer call, once; default False).
+        per_denoiser: for pipelines with several denoisers (Wan 2.2's `transformer` and `transformer_2`),
+            `{name: {option overrides}}`, or `{name: False}` to leave one uncached.
     """
-    transformer = _transformer_of(pipe)
     if "num_inference_steps" in options:
         raise ValueError(
             "num_inference_steps is an option of apply_cache_on_transformer (bare transformers); a pipeline call "
             "marks its own run, so pass num_inference_steps to pipe(...) instead"
         )
-    runner = _build_runner(transformer, options)  # all validation happens here, before any change
-    if runner is None:
+    denoisers = _denoisers_of(pipe)
+    plan = _per_denoiser_options(denoisers, dict(options))
+    # all validation happens here, before any change
+    runners = {
+        name: _build_runner(denoisers[name], opts) if opts is not None else None
+        for name, opts in plan.items()
+    }
+    if all(r is None for r in runners.values()):
         disable_cache(pipe)
         return pipe
-    _swap_runner(transformer, runner)
+    done: list[torch.nn.Module] = []
+    try:
+        for name, runner in runners.items():
+            _swap_runner(denoisers[name], runner)
+            done.append(denoisers[name])
+    except BaseException:
+        for module in done:  # rare (an install that failed half-way): leave no cache rather than a mix
+            old = get_runner(module)
+            if old is not None:
+                old.uninstall()
+        raise
     if not _is_patched(pipe):
         pipe.__class__ = _cached_class(type(pipe))
+    setattr(type(pipe), _DENOISERS_MARK, tuple(denoisers))
     return pipe
 
 
 def disable_cache(pipe_or_transformer: Any) -> Any:
     """Remove the cache: forwards, block lists and the pipeline class are restored exactly."""
+    modules = [pipe_or_transformer]
+    if not isinstance(pipe_or_transformer, torch.nn.Module):
+        names = type(pipe_or_transformer).__dict__.get(_DENOISERS_MARK, ("transformer",))
+        modules = [getattr(pipe_or_transformer, name, None) for name in names]
     if _is_patched(pipe_or_transformer):
         pipe_or_transformer.__class__ = type(pipe_or_transformer).__dict__[_PIPE_MARK]
-    transformer = pipe_or_transformer
-    if not isinstance(pipe_or_transformer, torch.nn.Module):
-        transformer = getattr(pipe_or_transformer, "transformer", None)
-    runner = get_runner(transformer)
-    if runner is not None:
-        runner.uninstall()
+    for module in modules:
+        runner = get_runner(module)
+        if runner is not None:
+            runner.uninstall()
     return pipe_or_transformer
 
 
-def summary(pipe_or_transformer: Any) -> CacheStats:
-    """Stats of the last pipeline call (empty `CacheStats` with cache_type "NONE" when no cache is applied)."""
+def summary(pipe_or_transformer: Any, denoiser: str = "transformer") -> CacheStats:
+    """Stats of the last pipeline call (empty `CacheStats` with cache_type "NONE" when no cache is applied).
+
+    `denoiser` picks another denoiser of a pipeline that has several (e.g. "transformer_2" in Wan 2.2).
+    """
     transformer = pipe_or_transformer
     if not isinstance(pipe_or_transformer, torch.nn.Module):
-        transformer = getattr(pipe_or_transformer, "transformer", None)
+        transformer = getattr(pipe_or_transformer, denoiser, None)
     runner = get_runner(transformer)
     return runner.stats() if runner is not None else CacheStats()

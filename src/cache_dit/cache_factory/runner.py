@@ -33,6 +33,7 @@ from typing import Any
 import torch
 
 from .adapters import BlockIO, TransformerAdapter
+from .adapters.declared import timestep_spec
 from .cache_types import CacheType
 from .config import CacheConfig, TaylorSeerCacheType
 from .decision import dynamic_prune_threshold, is_similar, relative_l1, step_can_cache
@@ -96,14 +97,22 @@ class _Pass:
     branch: BranchState
     step: int
     cached: bool = False
-    first_hidden_in: torch.Tensor | None = None  # input of block 0
-    mid_hidden_in: torch.Tensor | None = None  # input of the first middle block
-    mid_encoder_in: torch.Tensor | None = None
+    first_hidden_in: torch.Tensor | None = None  # input of block 0 (of the last shape change within Fn)
+    fn_residual: torch.Tensor | None = None  # this step's first-Fn-blocks residual
+    # the middle segment being run: its first block, inputs, and whether it is served from the cache
+    seg_start: int | None = None
+    seg_from_cache: bool = False
+    seg_store: bool = False  # a computed step: store the segment's residual at its end
+    seg_carries_encoder: bool = True
+    seg_hidden_in: torch.Tensor | None = None
+    seg_encoder_in: torch.Tensor | None = None
     last_hidden_out: torch.Tensor | None = None  # output of the last middle block run so far
     last_encoder_out: torch.Tensor | None = None
-    side_hidden: torch.Tensor | None = None  # what the model added between middle blocks (ControlNet)
+    side_hidden: torch.Tensor | None = None  # what the model added between a segment's blocks (ControlNet)
     side_encoder: torch.Tensor | None = None
     encoder_layout: tuple[Any, ...] | None = None  # encoder stream entering the middle, at the decision
+    last_block: int = -1  # first pass: the last block id seen (blocks must run in the adapter's order)
+    replay: bool = False  # validate=True: the same inputs again, forced through the cached path
     # DBPrune
     prune_allowed: bool = False
     prune_diffs: list[float] = field(default_factory=list)
@@ -124,32 +133,20 @@ class CacheRunner:
     """Cache state and logic for one transformer instance."""
 
     def __init__(
-        self, transformer: torch.nn.Module, adapter: TransformerAdapter, config: CacheConfig
+        self,
+        transformer: torch.nn.Module,
+        adapter: TransformerAdapter | None,
+        config: CacheConfig,
+        validate: bool = False,
     ) -> None:
+        """`adapter=None`: derive it from the first transformer call (`adapter="auto"`)."""
         self.transformer = transformer
-        self.adapter = adapter
         self.config = config
-        blocks = adapter.blocks(transformer)
-        self.blocks: list[torch.nn.Module] = [b for b, _ in blocks]
-        self.ios: list[BlockIO] = [io for _, io in blocks]
-        self.num_blocks = len(self.blocks)
-        config.check_blocks(self.num_blocks, type(transformer).__name__)
-
-        self.Fn = config.Fn
-        self.Bn = config.Bn
-        self.mid_end = self.num_blocks - self.Bn  # middle blocks are [Fn, mid_end)
-        self.has_middle = self.Fn < self.mid_end
-        middle_ios = self.ios[self.Fn : self.mid_end]
-        self.middle_carries_encoder = bool(middle_ios) and all(io.carries_encoder for io in middle_ios)
-
-        cfg = config.cfg.do_separate_classifier_free_guidance
-        self.separate_cfg = adapter.separate_cfg if cfg is None else cfg
-        self.explicit_separate_cfg = cfg
-
+        self.validate = validate  # replay the first stored step through the cached path and compare
+        self.last_validation_diff: float | None = None
         self.db = config.dbcache
         self.prune = config.dbprune
-        threshold = (self.db or self.prune).residual_diff_threshold if (self.db or self.prune) else 0.0
-        self.caching_enabled = threshold > 0 and (self.has_middle or self.prune is not None)
+        self.threshold = (self.db or self.prune).residual_diff_threshold if (self.db or self.prune) else 0.0
         ts = config.taylorseer
         self.hidden_mode = ts.taylorseer_cache_type if ts.enable_taylorseer else TaylorSeerCacheType.RESIDUAL
         self.encoder_mode = (
@@ -159,12 +156,7 @@ class CacheRunner:
             ts.n_derivatives if ts.enable_taylorseer else 0,
             ts.n_derivatives if ts.enable_encoder_taylorseer else 0,
         )
-        if self.prune is not None:
-            never = set(self.prune.non_prune_blocks_ids)
-            self.prunable = [
-                self.prune.Fn_compute_blocks <= i < self.mid_end and i not in never
-                for i in range(self.num_blocks)
-            ]
+        self.explicit_separate_cfg = config.cfg.do_separate_classifier_free_guidance
 
         self.call = self._new_call()
         self.active = False  # True between install() and uninstall()
@@ -184,11 +176,63 @@ class CacheRunner:
         self._owner: int | None = None
         self._owner_what = ""
         self._owner_depth = 0
-        if self.db is not None and not self.has_middle and threshold > 0:
+        self.adapter: TransformerAdapter | None = None
+        self.separate_cfg = bool(self.explicit_separate_cfg)
+        self.caching_enabled = False
+        self.blocks: list[torch.nn.Module] = []
+        self._io_checked = False
+        self._auto_timestep = timestep_spec(transformer) if adapter is None else None
+        if adapter is not None:
+            self._set_adapter(adapter)
+
+    def _set_adapter(self, adapter: TransformerAdapter) -> None:
+        """Learn the block sequence from the adapter and check the options against it (nothing is patched)."""
+        transformer, config = self.transformer, self.config
+        blocks: list[torch.nn.Module] = []
+        self.ios: list[BlockIO] = []
+        self.block_names: list[str] = []  # "transformer_blocks.3": for error messages
+        list_starts = set()
+        for path, block_list, io in adapter.block_lists_of(transformer):
+            list_starts.add(len(blocks))
+            self.block_names.extend(f"{path}.{i}" for i in range(len(block_list)))
+            blocks.extend(block_list)
+            self.ios.extend([io] * len(block_list))
+        self.num_blocks = len(blocks)
+        model_name = type(transformer).__name__
+        config.check_blocks(self.num_blocks, model_name)
+        if adapter.long_skips and config.Bn > config.Fn:
+            raise ValueError(
+                f"{model_name} feeds early blocks' outputs to late blocks (long skips), so "
+                f"Bn_compute_blocks={config.Bn} must be <= Fn_compute_blocks={config.Fn}; allowed: "
+                f"Bn_compute_blocks <= {config.Fn}"
+            )
+
+        self.Fn = config.Fn
+        self.Bn = config.Bn
+        self.mid_end = self.num_blocks - self.Bn  # middle blocks are [Fn, mid_end)
+        self.has_middle = self.Fn < self.mid_end
+        # The cached middle is split into segments, one residual each: at block-list boundaries and wherever a
+        # computed pass shows a block's input changed shape (text and image concatenated between blocks).
+        self.segment_starts: set[int] = {self.Fn} | {i for i in list_starts if self.Fn < i < self.mid_end}
+        self._none_encoder_out: set[int] = set()  # blocks that return None for the encoder (SD3's last)
+        self._io_checked = False  # the first pass checks every block's inputs/outputs against the adapter
+
+        cfg = self.explicit_separate_cfg
+        self.separate_cfg = adapter.separate_cfg if cfg is None else cfg
+        self.caching_enabled = self.threshold > 0 and (self.has_middle or self.prune is not None)
+        if self.prune is not None:
+            never = set(self.prune.non_prune_blocks_ids)
+            self.prunable = [
+                self.prune.Fn_compute_blocks <= i < self.mid_end and i not in never
+                for i in range(self.num_blocks)
+            ]
+        self.adapter = adapter
+        self.blocks = blocks
+        if self.db is not None and not self.has_middle and self.threshold > 0:
             self._warn_once(
                 "no-middle",
                 f"Fn_compute_blocks + Bn_compute_blocks = {self.num_blocks} covers every block of "
-                f"{type(transformer).__name__}: there is nothing left to cache",
+                f"{model_name}: there is nothing left to cache",
             )
 
     # ------------------------------------------------------------------------------------------------------
@@ -205,13 +249,16 @@ class CacheRunner:
                 self._set(self.transformer, "cache_context", _Wrapper(self._cache_context, orig_context))
             if callable(getattr(self.transformer, "enable_cache", None)):
                 self._set(self.transformer, "enable_cache", _Wrapper(self._refuse_diffusers_cache))
-            for idx, block in enumerate(self.blocks):
-                self._set(block, "forward", _Wrapper(self._run_block, idx, block.forward))
+            self._install_blocks()
             object.__setattr__(self.transformer, RUNNER_ATTR, self)
             self.active = True
         except BaseException:
             self.uninstall()
             raise
+
+    def _install_blocks(self) -> None:
+        for idx, block in enumerate(self.blocks):
+            self._set(block, "forward", _Wrapper(self._run_block, idx, block.forward))
 
     def uninstall(self) -> None:
         """Restore every patched attribute exactly (an own attribute is put back, a class one un-shadowed).
@@ -299,20 +346,81 @@ class CacheRunner:
     def _transformer_forward(self, orig: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
         if self._pass is not None or not self.active:  # re-entrant call, or a removed cache: leave it alone
             return orig(*args, **kwargs)
+        if self.adapter is not None and self.adapter.is_side_pass(kwargs):  # not a denoising step
+            return orig(*args, **kwargs)
         self._pass = self._open_pass(args, kwargs)
         ok = False
         try:
-            out = orig(*args, **kwargs)
+            if self.adapter is None:  # adapter="auto": this first call is computed and teaches the layout
+                out = self._derive_and_install(orig, args, kwargs)
+            else:
+                out = orig(*args, **kwargs)
             ok = True
-            return out
         finally:
             p, self._pass = self._pass, None
             self._close_pass(p, ok)
+        if self.validate and p is not None and self._can_replay(p):
+            self._replay(p, orig, args, kwargs, out)
+        return out
+
+    def _derive_and_install(
+        self, orig: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]
+    ) -> Any:
+        from .adapters.auto import derive_adapter
+
+        out, adapter = derive_adapter(self.transformer, orig, args, kwargs)
+        self._set_adapter(adapter)
+        self._install_blocks()
+        return out
+
+    def _can_replay(self, p: _Pass) -> bool:
+        """After the first computed step that stored everything a cached step needs."""
+        if p.cached or not self.caching_enabled or self.adapter is None:
+            return False
+        if self.prune is not None:
+            return bool(p.branch.blocks)
+        return all(start in p.branch.segments for start in self.segment_starts)
+
+    def _replay(
+        self, p: _Pass, orig: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any], out: Any
+    ) -> None:
+        """validate=True: run the same inputs again through the cached path; it must give the same output.
+
+        With identical inputs every stored residual is exact, so any difference beyond float rounding means
+        the adapter is wrong for this model (a stream it does not know about, a block it misreads).
+        """
+        self.validate = False
+        replay = _Pass(branch=p.branch, step=p.step, replay=True)
+        if self.prune is not None:
+            replay.prune_allowed = True
+        self._pass = replay
+        try:
+            again = orig(*args, **kwargs)
+        finally:
+            self._pass = None
+        ref, got = _first_tensor(out), _first_tensor(again)
+        diff = float((ref.float() - got.float()).abs().max())
+        scale = float(ref.float().abs().max()) or 1.0
+        self.last_validation_diff = diff
+        if not (replay.cached or replay.pruned) or diff > 1e-3 * scale:
+            what = (
+                "never reached the cached path"
+                if not (replay.cached or replay.pruned)
+                else f"max |diff| {diff:.3g}"
+            )
+            raise ValueError(
+                f"validate=True: a cached step with identical inputs does not reproduce the computed output of "
+                f"{type(self.transformer).__name__} ({what}, output scale {scale:.3g}); the adapter does not "
+                "describe this model's blocks correctly"
+            )
 
     def _open_pass(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> _Pass:
         name, ctx_kwargs = self._context if self._context is not None else (None, {})
-        if not self.pipeline_managed:
+        if not self.pipeline_managed and self.adapter is not None:
             self._detect_new_run(args, kwargs)
+        t = self._timestep(args, kwargs) if self.pipeline_managed else None
+        if t is not None:
+            self._detect_new_loop(t)
         call = self.call
         if name is not None:
             branch_name = str(name)
@@ -322,12 +430,15 @@ class CacheRunner:
                     "do_separate_classifier_free_guidance=False, but the pipeline marks cond/uncond calls "
                     "itself; its marks win and each branch keeps its own cache",
                 )
+        elif t is not None and self.explicit_separate_cfg is not False:
+            branch_name = self._branch_by_timestep(call, t)
         elif self.separate_cfg:
             first_of_step = call.unmarked_calls % 2 == 0
             uncond = first_of_step == self.config.cfg.cfg_compute_first
             branch_name = "uncond" if uncond else "cond"
             call.unmarked_calls += 1
-            self._check_cfg_pair(call, first_of_step, args, kwargs)
+            if self.adapter is not None:
+                self._check_cfg_pair(call, first_of_step, args, kwargs)
         else:
             branch_name = "cond"
         branch = call.branch(branch_name)
@@ -344,6 +455,35 @@ class CacheRunner:
                 and (cfg.max_pruned_steps < 0 or branch.pruned_steps < cfg.max_pruned_steps)
             )
         return p
+
+    def _timestep(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> float | None:
+        spec = self.adapter.timestep_arg if self.adapter is not None else self._auto_timestep
+        t = spec.get(args, kwargs) if spec is not None else None
+        if isinstance(t, torch.Tensor) and t.numel() > 0:
+            return float(t.reshape(-1)[0])  # one small host read per transformer call
+        return float(t) if isinstance(t, (int, float)) and not isinstance(t, bool) else None
+
+    def _detect_new_loop(self, t: float) -> None:
+        """A pipeline call that runs several denoising loops (chunks, stages): the timesteps of one loop move one
+        way, so a move the other way starts a new loop, with fresh state (stats then describe the last loop)."""
+        call = self.call
+        last = call.loop_timestep
+        if last is not None and t != last:
+            direction = 1 if t > last else -1
+            if call.loop_direction is None:
+                call.loop_direction = direction
+            elif direction != call.loop_direction:
+                self.call = self._new_call()
+        self.call.loop_timestep = t
+
+    def _branch_by_timestep(self, call: CallState, t: float) -> str:
+        """Unmarked calls within a pipeline call: the calls of one step share its timestep, so the k-th call with
+        the same timestep is the k-th branch (CFG's cond/uncond pair; a third pass such as skip-layer guidance gets its own). One
+        call per step, a pair per step, or pairs that stop half-way (CFG truncation) are all told apart."""
+        call.step_call = call.step_call + 1 if call.last_timestep == t else 0
+        call.last_timestep = t
+        first, second = ("uncond", "cond") if self.config.cfg.cfg_compute_first else ("cond", "uncond")
+        return (first, second)[call.step_call] if call.step_call < 2 else f"call{call.step_call}"
 
     def _check_cfg_pair(
         self, call: CallState, first_of_step: bool, args: tuple[Any, ...], kwargs: dict[str, Any]
@@ -477,9 +617,10 @@ class CacheRunner:
         self._owner_lock = threading.Lock()
 
     def _close_pass(self, p: _Pass | None, ok: bool) -> None:
-        if p is None:
+        if p is None or p.replay:
             return
         branch = p.branch
+        self._io_checked = self._io_checked or ok
         if not ok:
             branch.drop_buffers()
             if p.cached:
@@ -497,9 +638,89 @@ class CacheRunner:
         p = self._pass
         if p is None:  # a block called outside a transformer call
             return forward(*args, **kwargs)
+        if not self._io_checked:
+            forward = self._checking_forward(p, idx, forward, args, kwargs)
         if self.prune is not None:
             return self._prune_block(p, idx, forward, args, kwargs)
         return self._dbcache_block(p, idx, forward, args, kwargs)
+
+    def _checking_forward(
+        self, p: _Pass, idx: int, forward: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]
+    ) -> Callable[..., Any]:
+        """First pass only: check block `idx`'s inputs now and its output when it runs, against the adapter.
+
+        A wrong adapter (declared or registered) fails here, naming the block, instead of giving a wrong image.
+        """
+        io, name = self.ios[idx], f"{type(self.transformer).__name__}.{self.block_names[idx]}"
+        if idx <= p.last_block:
+            raise ValueError(
+                f"{name} ran after {self.block_names[p.last_block]}: the adapter lists the blocks in another "
+                "order than the model runs them (block lists must be given in execution order, each run once)"
+            )
+        p.last_block = idx
+        hidden, encoder = io.inputs(args, kwargs)
+        if not isinstance(hidden, torch.Tensor):
+            raise ValueError(
+                f"{name}: the adapter's hidden argument {io.hidden_arg.name!r} (position "
+                f"{io.hidden_arg.position}) is {type(hidden).__name__}, expected a tensor"
+            )
+        if io.encoder_arg is not None and encoder is not None and not isinstance(encoder, torch.Tensor):
+            raise ValueError(
+                f"{name}: the adapter's encoder argument {io.encoder_arg.name!r} is "
+                f"{type(encoder).__name__}, expected a tensor or None"
+            )
+
+        def checked(*a: Any, **kw: Any) -> Any:
+            out = forward(*a, **kw)
+            if io.hidden_out is None:
+                if not isinstance(out, torch.Tensor):
+                    raise ValueError(
+                        f"{name} returned {type(out).__name__}, but the adapter says it returns the hidden "
+                        "states tensor"
+                    )
+            elif not isinstance(out, (tuple, list)) or len(out) != io.num_outputs:
+                got = (
+                    f"{type(out).__name__} of length {len(out)}"
+                    if isinstance(out, (tuple, list))
+                    else type(out).__name__
+                )
+                raise ValueError(
+                    f"{name} returned a {got}, but the adapter says a tuple of {io.num_outputs} "
+                    f"(hidden at {io.hidden_out}, encoder at {io.encoder_out})"
+                )
+            if io.hidden_out is not None:
+                unnamed = [
+                    i
+                    for i, item in enumerate(out)
+                    if item is not None and i not in (io.hidden_out, io.encoder_out)
+                ]
+                if unnamed:
+                    raise ValueError(
+                        f"{name} returned {type(out[unnamed[0]]).__name__} at position {unnamed[0]}, which the "
+                        "adapter names neither hidden nor encoder: the cache cannot stand in for it"
+                    )
+            hidden_out, encoder_out = io.outputs(out)
+            if not isinstance(hidden_out, torch.Tensor) or hidden_out.shape != hidden.shape:
+                got = (
+                    tuple(hidden_out.shape)
+                    if isinstance(hidden_out, torch.Tensor)
+                    else type(hidden_out).__name__
+                )
+                raise ValueError(
+                    f"{name}: the output the adapter names as hidden states is {got}, expected a tensor of the "
+                    f"input's shape {tuple(hidden.shape)} (a block must keep the shape of the stream it updates)"
+                )
+            if io.carries_encoder:
+                if encoder_out is None:
+                    self._none_encoder_out.add(idx)
+                elif not isinstance(encoder_out, torch.Tensor):
+                    raise ValueError(
+                        f"{name}: the output the adapter names as encoder states is "
+                        f"{type(encoder_out).__name__}, expected a tensor or None"
+                    )
+            return out
+
+        return checked
 
     # ------------------------------------------------------------------------------------------------------
     # DBCache / FBCache
@@ -510,8 +731,9 @@ class CacheRunner:
     ) -> Any:
         io = self.ios[idx]
         if idx < self.Fn:
-            if idx == 0:
-                p.first_hidden_in = io.hidden_arg.get(args, kwargs)
+            hidden = io.hidden_arg.get(args, kwargs)
+            if idx == 0 or not same_layout(hidden, p.first_hidden_in):
+                p.first_hidden_in = hidden
             out = forward(*args, **kwargs)
             if idx == self.Fn - 1:
                 hidden_out, encoder_out = io.outputs(out)
@@ -520,32 +742,23 @@ class CacheRunner:
             return out
 
         if idx < self.mid_end:
-            hidden, encoder = io.inputs(args, kwargs)
-            if p.cached:
-                if idx == self.Fn:
-                    return io.make_output(*self._cached_middle(p, hidden, encoder))
-                return io.make_output(hidden, encoder)  # skipped: the cached residual is already added
             if not self.caching_enabled:
                 return forward(*args, **kwargs)
-            if idx == self.Fn:
-                p.mid_hidden_in, p.mid_encoder_in = hidden, encoder
-            else:
-                self._track_side_inputs(p, hidden, encoder)
-            out = forward(*args, **kwargs)
-            p.last_hidden_out, p.last_encoder_out = io.outputs(out)
-            if idx == self.mid_end - 1:
-                self._store_middle(p)
-            return out
+            return self._middle_block(p, idx, io, forward, args, kwargs)
 
         return self._bn_block(p, idx, forward, args, kwargs)
 
     def _decide(self, p: _Pass, fn_residual: torch.Tensor) -> None:
         """Cache this step or not. The one host sync of a DBCache step is here."""
         branch, step, db = p.branch, p.step, self.db
+        p.fn_residual = fn_residual
+        if p.replay:
+            p.cached = self._middle_ready(branch, p.encoder_layout)
+            return
         shared = not self.config.cfg.cfg_diff_compute_separate
         decided = self.call.step_decisions.get(step) if shared else None
         if decided is not None:  # another branch already decided this step for both
-            cached = decided and self._middle_ready(branch, fn_residual, p.encoder_layout)
+            cached = decided and self._middle_ready(branch, p.encoder_layout)
         else:
             diff = None
             if same_layout(branch.fn_residual, fn_residual):
@@ -568,7 +781,7 @@ class CacheRunner:
                     db.max_continuous_cached_steps,
                 )
                 and is_similar(diff, db.residual_diff_threshold)
-                and self._middle_ready(branch, fn_residual, p.encoder_layout)
+                and self._middle_ready(branch, p.encoder_layout)
             )
             if shared:
                 self.call.step_decisions[step] = cached
@@ -580,16 +793,14 @@ class CacheRunner:
             branch.continuous_cached = 0
             branch.fn_residual = fn_residual
 
-    def _middle_ready(
-        self, branch: BranchState, like: torch.Tensor, encoder_layout: tuple[Any, ...] | None = None
-    ) -> bool:
-        stored = branch.hidden_store.factors[0] if branch.hidden_store.factors else None
-        if stored is None:
-            return False
-        if not same_layout(stored, like):
-            self._warn_once(
-                "mid-layout", "cached residual no longer matches the hidden states; computing fully"
-            )
+    def _middle_ready(self, branch: BranchState, encoder_layout: tuple[Any, ...] | None) -> bool:
+        """Every middle segment has a stored residual, and the encoder stream entering the middle kept its
+        layout (a residual computed against other text is stale). Whether each segment's residual fits its
+        hidden input is checked at the segment's start."""
+        if not all(
+            start in branch.segments and branch.segments[start].hidden.factors
+            for start in self.segment_starts
+        ):
             return False
         if encoder_layout != branch.mid_encoder_layout:
             self._warn_once(
@@ -599,29 +810,93 @@ class CacheRunner:
             return False
         return True
 
-    def _cached_middle(
-        self, p: _Pass, hidden: torch.Tensor, encoder: torch.Tensor | None
-    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+    def _middle_block(
+        self,
+        p: _Pass,
+        idx: int,
+        io: BlockIO,
+        forward: Callable[..., Any],
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+    ) -> Any:
+        """A middle block: opens a segment at its start, then runs, or returns what the cache gives."""
+        hidden, encoder = io.inputs(args, kwargs)
+        reshaped = (
+            p.seg_start is not None
+            and not p.seg_from_cache
+            and p.last_hidden_out is not None
+            and hidden.shape != p.last_hidden_out.shape
+        )
+        if idx in self.segment_starts or reshaped:
+            self._close_segment(p)
+            self.segment_starts.add(idx)
+            p.seg_start = idx
+            p.seg_from_cache = p.cached and self._segment_fits(p.branch, idx, hidden, encoder)
+            if p.cached and not p.seg_from_cache and idx == self.Fn and not p.replay:
+                self._uncache(p)  # nothing skipped yet: the whole step is computed (and stored) instead
+            if p.seg_from_cache:
+                return self._output(idx, io, *self._cached_segment(p, idx, hidden, encoder))
+            p.seg_store = not p.cached  # a segment computed on a cached step is not stored
+            p.seg_carries_encoder = True
+            p.seg_hidden_in, p.seg_encoder_in = hidden, encoder
+            p.side_hidden = p.side_encoder = None
+        elif p.seg_from_cache:
+            return self._output(idx, io, hidden, encoder)  # skipped: the segment's residual is already added
+        else:
+            self._track_side_inputs(p, hidden, encoder)
+        out = forward(*args, **kwargs)
+        p.last_hidden_out, p.last_encoder_out = io.outputs(out)
+        p.seg_carries_encoder = p.seg_carries_encoder and io.carries_encoder
+        if idx == self.mid_end - 1:
+            self._close_segment(p)
+        return out
+
+    def _uncache(self, p: _Pass) -> None:
+        """Turn a step decided as cached into a computed one (its first segment's residual does not fit)."""
+        p.cached = False
         branch = p.branch
-        forecast = branch.hidden_store.predict(p.step)
+        if branch.cached_steps and branch.cached_steps[-1] == p.step:
+            branch.cached_steps.pop()
+        branch.continuous_cached = 0
+        branch.fn_residual = p.fn_residual
+
+    def _segment_fits(
+        self, branch: BranchState, start: int, hidden: torch.Tensor, encoder: torch.Tensor | None
+    ) -> bool:
+        """The segment's stored residuals match this step's inputs in shape, dtype and device."""
+        store = branch.segments.get(start)
+        if store is None or not same_layout(
+            store.hidden.factors[0] if store.hidden.factors else None, hidden
+        ):
+            fits = False
+        elif store.encoder.factors and encoder is not None:
+            fits = same_layout(store.encoder.factors[0], encoder)
+        else:
+            fits = True
+        if not fits:
+            self._warn_once(
+                "segment-layout",
+                f"the input of {self.block_names[start]} changed shape/dtype/device since its residual was "
+                "stored; computing that segment of the cached step",
+            )
+        return fits
+
+    def _cached_segment(
+        self, p: _Pass, start: int, hidden: torch.Tensor, encoder: torch.Tensor | None
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        store = p.branch.segments[start]
+        forecast = store.hidden.predict(p.step)
         hidden = forecast if self.hidden_mode is TaylorSeerCacheType.HIDDEN_STATES else hidden + forecast
-        if self.middle_carries_encoder and encoder is not None and branch.encoder_store.factors:
-            forecast_e = branch.encoder_store.predict(p.step)
-            if same_layout(forecast_e, encoder):
-                encoder = (
-                    forecast_e
-                    if self.encoder_mode is TaylorSeerCacheType.HIDDEN_STATES
-                    else encoder + forecast_e
-                )
-            else:
-                self._warn_once(
-                    "enc-layout", "encoder states changed shape; their cached residual is not used"
-                )
+        if encoder is not None and store.encoder.factors:
+            forecast_e = store.encoder.predict(p.step)
+            encoder = (
+                forecast_e if self.encoder_mode is TaylorSeerCacheType.HIDDEN_STATES else encoder + forecast_e
+            )
         return hidden, encoder
 
     @staticmethod
     def _track_side_inputs(p: _Pass, hidden: torch.Tensor, encoder: torch.Tensor | None) -> None:
-        """Record what the model added between two middle blocks (the input is not the last output)."""
+        """Record what the model added between two blocks of a segment (the input is not the last output)."""
         if hidden is not p.last_hidden_out:
             delta = hidden - p.last_hidden_out
             p.side_hidden = delta if p.side_hidden is None else p.side_hidden + delta
@@ -629,19 +904,27 @@ class CacheRunner:
             delta = encoder - p.last_encoder_out
             p.side_encoder = delta if p.side_encoder is None else p.side_encoder + delta
 
-    def _store_middle(self, p: _Pass) -> None:
-        """End of the middle on a computed step: store the blocks' own residual (or output) for later."""
-        branch = p.branch
+    def _close_segment(self, p: _Pass) -> None:
+        """End of a segment; on a computed step store its blocks' own residual (or output) for later."""
+        start, p.seg_start = p.seg_start, None
+        if start is None or p.seg_from_cache or not p.seg_store:
+            return
+        store = p.branch.segment(start)
         out_h = p.last_hidden_out if p.side_hidden is None else p.last_hidden_out - p.side_hidden
-        value_h = out_h if self.hidden_mode is TaylorSeerCacheType.HIDDEN_STATES else out_h - p.mid_hidden_in
-        branch.hidden_store.update(value_h, p.step)
-        branch.mid_encoder_layout = layout(p.mid_encoder_in)
-        if self.middle_carries_encoder and p.mid_encoder_in is not None:
+        value_h = out_h if self.hidden_mode is TaylorSeerCacheType.HIDDEN_STATES else out_h - p.seg_hidden_in
+        store.hidden.update(value_h, p.step)
+        if start == self.Fn:  # what the next decision compares (the encoder stream after block Fn-1)
+            p.branch.mid_encoder_layout = p.encoder_layout
+        if p.seg_carries_encoder and p.seg_encoder_in is not None and p.last_encoder_out is not None:
             out_e = p.last_encoder_out if p.side_encoder is None else p.last_encoder_out - p.side_encoder
             value_e = (
-                out_e if self.encoder_mode is TaylorSeerCacheType.HIDDEN_STATES else out_e - p.mid_encoder_in
+                out_e if self.encoder_mode is TaylorSeerCacheType.HIDDEN_STATES else out_e - p.seg_encoder_in
             )
-            branch.encoder_store.update(value_e, p.step)
+            store.encoder.update(value_e, p.step)
+
+    def _output(self, idx: int, io: BlockIO, hidden: torch.Tensor, encoder: torch.Tensor | None) -> Any:
+        """What block `idx` returns when the cache stands in for it (None where the block returns None)."""
+        return io.make_output(hidden, None if idx in self._none_encoder_out else encoder)
 
     def _bn_block(
         self, p: _Pass, idx: int, forward: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]
@@ -655,7 +938,7 @@ class CacheRunner:
         if p.cached and stored is not None and stored.matches(hidden, encoder):
             diff = float(relative_l1(hidden, stored.hidden_in).item())
             if is_similar(diff, self.db.non_compute_blocks_diff_threshold):
-                return io.make_output(*self._reuse_block(io, stored, hidden, encoder))
+                return self._output(idx, io, *self._reuse_block(io, stored, hidden, encoder))
         out = forward(*args, **kwargs)
         p.branch.blocks[idx] = self._block_buffers(io, hidden, encoder, out)
         return out
@@ -689,7 +972,7 @@ class CacheRunner:
                 p.prune_diffs.append(diff)
                 if is_similar(diff, threshold):
                     p.pruned += 1
-                    return io.make_output(*self._reuse_block(io, stored, hidden, encoder))
+                    return self._output(idx, io, *self._reuse_block(io, stored, hidden, encoder))
             else:
                 self._warn_once(
                     "prune-layout",
@@ -742,6 +1025,17 @@ class CacheRunner:
         if key not in self.call.warned:
             self.call.warned.add(key)
             warnings.warn(f"cache-dit: {message}", RuntimeWarning, stacklevel=3)
+
+
+def _first_tensor(out: Any) -> torch.Tensor:
+    """The main output of a transformer call: the tensor itself, the first of a tuple, or `.sample`."""
+    if isinstance(out, torch.Tensor):
+        return out
+    if isinstance(out, (tuple, list)):
+        return _first_tensor(out[0])
+    if hasattr(out, "to_tuple"):
+        return _first_tensor(out.to_tuple())
+    raise TypeError(f"cannot find the output tensor in {type(out).__name__}")
 
 
 def get_runner(transformer: Any) -> CacheRunner | None:

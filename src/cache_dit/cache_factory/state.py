@@ -44,6 +44,14 @@ class BlockBuffers:
 
 
 @dataclass
+class SegmentStore:
+    """One middle segment's forecast state: its hidden-stream and encoder-stream residual (or output)."""
+
+    hidden: TaylorSeer
+    encoder: TaylorSeer
+
+
+@dataclass
 class BranchState:
     """Buffers and stats of one CFG branch within one call."""
 
@@ -56,8 +64,8 @@ class BranchState:
     residual_diffs: dict[int, float] = field(default_factory=dict)
     continuous_cached: int = 0
     fn_residual: torch.Tensor | None = None  # first Fn blocks' residual at the last fully computed step
-    hidden_store: TaylorSeer = field(init=False)  # middle blocks' residual (or output) at computed steps
-    encoder_store: TaylorSeer = field(init=False)
+    # middle segment start block id -> its residual (or output) at computed steps
+    segments: dict[int, SegmentStore] = field(default_factory=dict)
     blocks: dict[int, BlockBuffers] = field(default_factory=dict)
     mid_encoder_layout: tuple[Any, ...] | None = (
         None  # encoder stream the stored middle residual was computed with
@@ -70,15 +78,17 @@ class BranchState:
     actual_blocks: list[int] = field(default_factory=list)
     pruned_steps: int = 0
 
-    def __post_init__(self) -> None:
-        self.hidden_store = TaylorSeer(self.n_derivatives_hidden)
-        self.encoder_store = TaylorSeer(self.n_derivatives_encoder)
+    def segment(self, start: int) -> SegmentStore:
+        if start not in self.segments:
+            self.segments[start] = SegmentStore(
+                TaylorSeer(self.n_derivatives_hidden), TaylorSeer(self.n_derivatives_encoder)
+            )
+        return self.segments[start]
 
     def drop_buffers(self) -> None:
         """Forget every stored tensor (after a failed transformer call): the next step computes fully."""
         self.fn_residual = None
-        self.hidden_store.reset()
-        self.encoder_store.reset()
+        self.segments.clear()
         self.blocks.clear()
         self.continuous_cached = 0
 
@@ -92,6 +102,10 @@ class CallState:
     branches: dict[str, BranchState] = field(default_factory=dict)
     unmarked_calls: int = 0  # transformer calls without a branch mark from the pipeline
     pair_latents: torch.Tensor | None = None  # latents of the first unmarked call of the current step
+    last_timestep: float | None = None  # timestep of the last unmarked call (calls of one step share it)
+    step_call: int = 0  # index of the last unmarked call within its step
+    loop_timestep: float | None = None  # timestep of the last call (any branch)
+    loop_direction: int | None = None  # +1 / -1: which way the timesteps of this loop move
     step_decisions: dict[int, bool] = field(default_factory=dict)  # cfg_diff_compute_separate=False
     warned: set[str] = field(default_factory=set)  # warning keys already given in this call
 

@@ -6,9 +6,9 @@ The registry is keyed by the transformer class and looked up along the MRO, neve
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import torch
@@ -89,7 +89,14 @@ class TransformerAdapter:
         separate_cfg: default of `do_separate_classifier_free_guidance` (the pipeline runs CFG as two calls).
         pipelines: pipeline class names this adapter is tested with.
         latents_arg: the transformer forward's latent input (both CFG calls of a step get the same one).
+        long_skips: late blocks take the outputs of early blocks as skip inputs (HunyuanDiT's U-Net-like
+            skips), so the last Bn blocks only see computed skips when Bn_compute_blocks <= Fn_compute_blocks.
+        side_passes: (keyword, value) pairs marking calls that are not denoising steps (a kv "extract" pass):
+            they run uncached and are not counted.
     """
+
+    def is_side_pass(self, kwargs: dict[str, Any]) -> bool:
+        return any(key in kwargs and kwargs[key] == value for key, value in self.side_passes)
 
     name: str
     block_lists: tuple[tuple[str, BlockIO], ...]
@@ -97,22 +104,81 @@ class TransformerAdapter:
     separate_cfg: bool
     pipelines: tuple[str, ...]
     latents_arg: ArgSpec = ArgSpec("hidden_states", 0)
+    long_skips: bool = False
+    side_passes: tuple[tuple[str, Any], ...] = ()
+
+    def block_lists_of(self, transformer: torch.nn.Module) -> list[tuple[str, torch.nn.ModuleList, BlockIO]]:
+        """Each declared block list (path, the list, its I/O layout) in execution order."""
+        return [(path, resolve_block_list(transformer, path, self.name), io) for path, io in self.block_lists]
 
     def blocks(self, transformer: torch.nn.Module) -> list[tuple[torch.nn.Module, BlockIO]]:
         """All blocks in execution order with their I/O layout."""
-        found: list[tuple[torch.nn.Module, BlockIO]] = []
-        for attr, io in self.block_lists:
-            block_list = getattr(transformer, attr, None)
-            if not isinstance(block_list, torch.nn.ModuleList):
-                raise ValueError(
-                    f"{type(transformer).__name__}.{attr} is not a torch.nn.ModuleList "
-                    f"(got {type(block_list).__name__}); the {self.name} adapter cannot cache it"
-                )
-            found.extend((block, io) for block in block_list)
-        return found
+        return [(block, io) for _, blocks, io in self.block_lists_of(transformer) for block in blocks]
 
 
-_REGISTRY: dict[type, TransformerAdapter] = {}
+def resolve_block_list(
+    transformer: torch.nn.Module, path: str, adapter_name: str = ""
+) -> torch.nn.ModuleList:
+    """Follow a dotted path ("transformer_blocks", "mode_blocks.image", "stages.0.blocks") to a ModuleList.
+
+    Each part is an attribute, a ModuleDict key or a ModuleList index.
+    """
+    node: Any = transformer
+    for part in path.split("."):
+        if isinstance(node, torch.nn.ModuleDict) and part in node:
+            node = node[part]
+        elif isinstance(node, (torch.nn.ModuleList, torch.nn.Sequential)) and part.isdigit():
+            node = node[int(part)] if int(part) < len(node) else None
+        else:
+            node = getattr(node, part, None)
+        if node is None:
+            break
+    if not isinstance(node, torch.nn.ModuleList):
+        who = f"the {adapter_name} adapter" if adapter_name else "the adapter"
+        raise ValueError(
+            f"{type(transformer).__name__}.{path} is not a torch.nn.ModuleList (got {type(node).__name__}); "
+            f"{who} cannot cache it"
+        )
+    return node
+
+
+@dataclass(frozen=True)
+class FamilySpec:
+    """A registered family written as a declaration (the `adapter=dict(...)` form, see `declared.py`).
+
+    It is turned into a `TransformerAdapter` against the first instance (argument positions come from the
+    blocks' own signatures) and checked exactly like a user's declaration.
+    """
+
+    spec: Mapping[str, Any]
+    pipelines: tuple[str, ...] = ()
+
+
+_REGISTRY: dict[type, TransformerAdapter | FamilySpec] = {}
+_UNSUPPORTED: dict[type, str] = {}  # class -> why the runner cannot cache it
+_RESOLVED: dict[type, TransformerAdapter] = {}
+
+
+def _diffusers_class(cls_name: str) -> type | None:
+    import diffusers
+
+    return getattr(diffusers, cls_name, None)
+
+
+def register_family(cls_name: str, pipelines: tuple[str, ...] = (), **spec: Any) -> None:
+    """Register a diffusers transformer class (by its exported name) with a declaration; a class the installed
+    diffusers does not have is skipped."""
+    cls = _diffusers_class(cls_name)
+    if cls is not None:
+        _REGISTRY[cls] = FamilySpec(spec, pipelines)
+        _RESOLVED.pop(cls, None)
+
+
+def register_unsupported(cls_name: str, reason: str) -> None:
+    """A class the runner cannot cache: applying a cache raises a ValueError with `reason`."""
+    cls = _diffusers_class(cls_name)
+    if cls is not None:
+        _UNSUPPORTED[cls] = reason
 
 
 def register_adapter(transformer_cls: type, adapter: TransformerAdapter) -> None:
@@ -120,10 +186,12 @@ def register_adapter(transformer_cls: type, adapter: TransformerAdapter) -> None
     if not isinstance(transformer_cls, type) or not issubclass(transformer_cls, torch.nn.Module):
         raise TypeError(f"transformer_cls must be a torch.nn.Module subclass, got {transformer_cls!r}")
     _REGISTRY[transformer_cls] = adapter
+    _RESOLVED.pop(transformer_cls, None)
 
 
 def unregister_adapter(transformer_cls: type) -> None:
     _REGISTRY.pop(transformer_cls, None)
+    _RESOLVED.pop(transformer_cls, None)
 
 
 @contextmanager
@@ -137,25 +205,40 @@ def registered_adapter(transformer_cls: type, adapter: TransformerAdapter) -> It
         if previous is None:
             unregister_adapter(transformer_cls)
         else:
-            _REGISTRY[transformer_cls] = previous
+            register_adapter(transformer_cls, previous)
 
 
 def supported_models() -> dict[str, tuple[str, ...]]:
     """Transformer class name -> the pipelines it is tested with."""
     _load_builtin()
-    return {cls.__name__: adapter.pipelines for cls, adapter in _REGISTRY.items()}
+    return {cls.__name__: entry.pipelines for cls, entry in _REGISTRY.items()}
 
 
 def find_adapter(transformer: torch.nn.Module) -> TransformerAdapter:
     """The adapter for `type(transformer)` or its nearest registered base class; ValueError if none."""
     _load_builtin()
+    model = type(transformer).__name__
     for cls in type(transformer).__mro__:
-        if cls in _REGISTRY:
-            return _REGISTRY[cls]
-    supported = "; ".join(
-        f"{name} ({', '.join(pipes)})" if pipes else name for name, pipes in supported_models().items()
+        if cls in _UNSUPPORTED:
+            raise ValueError(
+                f"{model} is not supported by cache-dit: {_UNSUPPORTED[cls]}. If only some of its block lists "
+                "can be cached, declare them with adapter=dict(blocks=[...], ...)"
+            )
+        entry = _REGISTRY.get(cls)
+        if isinstance(entry, TransformerAdapter):
+            return entry
+        if isinstance(entry, FamilySpec):
+            if cls not in _RESOLVED:
+                from .declared import declare_adapter
+
+                adapter = declare_adapter(transformer, {"name": cls.__name__, **entry.spec})
+                _RESOLVED[cls] = replace(adapter, pipelines=entry.pipelines)
+            return _RESOLVED[cls]
+    raise ValueError(
+        f"{model} is not supported by cache-dit; supported: {', '.join(sorted(supported_models()))}. For "
+        "another transformer pass adapter='auto' (the layout is learned on the first call) or declare its "
+        "blocks with adapter=dict(blocks=[...], hidden=..., encoder=..., returns=...)"
     )
-    raise ValueError(f"{type(transformer).__name__} is not supported by cache-dit; supported: {supported}")
 
 
 _loaded = False
@@ -167,4 +250,20 @@ def _load_builtin() -> None:
     if _loaded:
         return
     _loaded = True
-    from . import cogvideox, flux, hunyuan_video, mochi, wan  # noqa: F401
+    from . import (  # noqa: F401
+        audio,
+        cogvideox,
+        cogview,
+        dit_single,
+        flux,
+        flux_family,
+        hunyuan,
+        hunyuan_video,
+        joint,
+        mmdit,
+        mochi,
+        two_stream,
+        unsupported,
+        wan,
+        wan_family,
+    )
