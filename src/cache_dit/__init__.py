@@ -15,6 +15,7 @@ __all__ = [
     "apply_cache_on_pipe",
     "apply_cache_on_transformer",
     "disable_cache",
+    "set_compile_configs",
     "summary",
 ]
 
@@ -25,6 +26,7 @@ if TYPE_CHECKING:
         apply_cache_on_pipe,
         apply_cache_on_transformer,
         disable_cache,
+        set_compile_configs,
         summary,
     )
 

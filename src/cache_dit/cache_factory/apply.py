@@ -14,6 +14,7 @@ import torch
 
 from .adapters import find_adapter
 from .cache_types import CacheType
+from .compile import unwrap_compiled
 from .config import build_config
 from .runner import CacheRunner, get_runner
 from .stats import CacheStats
@@ -51,7 +52,7 @@ def _is_patched(pipe: Any) -> bool:
 
 
 def _transformer_of(pipe: Any) -> torch.nn.Module:
-    transformer = getattr(pipe, "transformer", None)
+    transformer = unwrap_compiled(getattr(pipe, "transformer", None))  # torch.compile(transformer): the inner one
     if not isinstance(transformer, torch.nn.Module):
         raise TypeError(
             f"apply_cache_on_pipe expects a diffusers pipeline with a `transformer` module, got "
@@ -95,8 +96,9 @@ def apply_cache_on_transformer(transformer: torch.nn.Module, **options: Any) -> 
         raise TypeError(
             f"apply_cache_on_transformer expects a torch.nn.Module, got {type(transformer).__name__}"
         )
-    runner = _build_runner(transformer, options)
-    _swap_runner(transformer, runner)
+    module = unwrap_compiled(transformer)  # torch.compile(transformer): cache the module inside
+    runner = _build_runner(module, options)
+    _swap_runner(module, runner)
     return transformer
 
 

@@ -33,6 +33,7 @@ import torch
 
 from .adapters import BlockIO, TransformerAdapter
 from .cache_types import CacheType
+from .compile import compiled_call, eager_boundary, unwrap_compiled
 from .config import CacheConfig, TaylorSeerCacheType
 from .decision import dynamic_prune_threshold, is_similar, relative_l1, step_can_cache
 from .state import BlockBuffers, BranchState, CallState, same_layout
@@ -147,7 +148,8 @@ class CacheRunner:
                     self.transformer, "cache_context", functools.partial(self._cache_context, orig_context)
                 )
             for idx, block in enumerate(self.blocks):
-                self._set(block, "forward", functools.partial(self._run_block, idx, block.forward))
+                compute = functools.partial(compiled_call, block.forward)  # compiled where the caller was
+                self._set(block, "forward", functools.partial(self._run_block, idx, compute))
             object.__setattr__(self.transformer, RUNNER_ATTR, self)
             self.active = True
         except BaseException:
@@ -225,9 +227,10 @@ class CacheRunner:
         finally:
             self._context = previous
 
+    @eager_boundary  # torch.compile: never traced; the blocks' compute compiles again inside (compile.py)
     def _transformer_forward(self, orig: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
         if self._pass is not None or not self.active:  # re-entrant call, or a removed cache: leave it alone
-            return orig(*args, **kwargs)
+            return compiled_call(orig, *args, **kwargs)
         self._pass = self._open_pass(args, kwargs)
         ok = False
         try:
@@ -323,6 +326,7 @@ class CacheRunner:
             if p.prune_diffs:
                 branch.residual_diffs[p.step] = sum(p.prune_diffs) / len(p.prune_diffs)
 
+    @eager_boundary
     def _run_block(self, idx: int, forward: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
         p = self._pass
         if p is None:  # a block called outside a transformer call
@@ -557,7 +561,7 @@ class CacheRunner:
 
 
 def get_runner(transformer: Any) -> CacheRunner | None:
-    runner = getattr(transformer, "__dict__", {}).get(RUNNER_ATTR)
+    runner = getattr(unwrap_compiled(transformer), "__dict__", {}).get(RUNNER_ATTR)
     return runner if isinstance(runner, CacheRunner) else None
 
 
