@@ -187,3 +187,20 @@ def test_set_compile_configs_raises_limits_and_returns_the_previous():
         with pytest.raises((ValueError, TypeError), match="recompile_limit"):
             cache_dit.set_compile_configs(recompile_limit=bad)
     assert config.recompile_limit == before[0]
+
+
+def test_wan_regional_compile_one_graph_for_all_blocks_both_cfg_branches():
+    wan = CASES["wan"]
+    pipe = wan.build()
+    apply_cache_on_pipe(pipe, **DB, **FORCED, **TAYLOR)
+    eager = wan.run(pipe, steps=STEPS)
+    expected = cached_fields(cache_dit.summary(pipe))
+    assert expected[:2] == ([1, 3], [1, 3])
+    counter = CompileCounter()
+    pipe.transformer.compile_repeated_blocks(backend=counter, fullgraph=True)
+    out = wan.run(pipe, steps=STEPS)
+    assert cached_fields(cache_dit.summary(pipe)) == expected
+    torch.testing.assert_close(out, eager, rtol=0, atol=1e-6)
+    assert counter.frame_count == 1 and graph_breaks() == 0
+    with torch.compiler.set_stance("fail_on_recompile"):
+        wan.run(pipe, steps=STEPS)
