@@ -98,7 +98,6 @@ def main(argv: list[str] | None = None) -> int:
             times[v].append(call(v)[0])
         print(f"repeat {r + 1}/{args.repeats}: " + ", ".join(f"{v}: {times[v][-1]:.2f}" for v in variants))
     median = {v: statistics.median(t) for v, t in times.items()}
-    eager_uncached = median[("eager", False)]
 
     lines = [
         START,
@@ -114,30 +113,41 @@ def main(argv: list[str] | None = None) -> int:
         f"weights), {testbed.WIDE_IMAGE_SIZE}x{testbed.WIDE_IMAGE_SIZE}, {args.steps} steps, batch 1. Cached: "
         "forced DBCache F1B0, warmup 4, max_continuous_cached_steps 1 "
         f"(cached steps {steps[('eager', True)]}).",
-        f"- Times: median of {args.repeats} repeats, the six pipelines interleaved in each repeat; compile = "
-        "first call minus the median. Inductor with default options.",
+        f"- Times: median of {args.repeats} repeats, the six pipelines interleaved in each repeat; speedups are "
+        "medians of the ratios within each repeat. Compile = first call of the uncached pipeline minus its "
+        "median (the cached pipelines, built after, reuse the block graphs it compiled: same code, same shapes). "
+        "Inductor, default options.",
         "",
         "| mode | uncached s | cached s | uncached vs eager uncached | cached vs eager uncached "
-        "| cache speedup in this mode | compile s (uncached / cached) |",
+        "| cache speedup in this mode (range) | compile s |",
         "| --- | --- | --- | --- | --- | --- | --- |",
     ]
-    cache_speedup = {}
+
+    def ratio(num: tuple[str, bool], den: tuple[str, bool]) -> list[float]:
+        """num / den within each repeat (the two ran close in time): robust to a drifting machine load."""
+        return [n / d for n, d in zip(times[num], times[den])]
+
+    cache_speedup = {m: ratio((m, False), (m, True)) for m in MODES}
     for mode in MODES:
         u, c = median[(mode, False)], median[(mode, True)]
-        cache_speedup[mode] = u / c
+        vs_u, vs_c = ratio(("eager", False), (mode, False)), ratio(("eager", False), (mode, True))
         lines.append(
-            f"| {MODE_LABEL[mode]} | {u:.3f} | {c:.3f} | {eager_uncached / u:.2f}x | {eager_uncached / c:.2f}x "
-            f"| {u / c:.2f}x | {first[(mode, False)] - u:.1f} / {first[(mode, True)] - c:.1f} |"
+            f"| {MODE_LABEL[mode]} | {u:.3f} | {c:.3f} | {statistics.median(vs_u):.2f}x "
+            f"| {statistics.median(vs_c):.2f}x | {statistics.median(cache_speedup[mode]):.2f}x "
+            f"({min(cache_speedup[mode]):.2f}-{max(cache_speedup[mode]):.2f}) "
+            f"| {first[(mode, False)] - u:.0f} |"
         )
     lines.append("")
     for mode in ("regional", "whole"):
-        kept = 100 * cache_speedup[mode] / cache_speedup["eager"]
+        kept_r = [100 * m / e for m, e in zip(cache_speedup[mode], cache_speedup["eager"])]
+        kept = statistics.median(kept_r)
         same = steps[(mode, True)] == steps[("eager", True)]
         diff = (outputs[(mode, True)] - outputs[("eager", True)]).abs().max().item()
         lines.append(
-            f"- {MODE_LABEL[mode]}: cache speedup {cache_speedup[mode]:.2f}x vs {cache_speedup['eager']:.2f}x "
-            f"eager = {kept:.1f}% kept. Target >= 90%: {'met' if kept >= 90 else 'MISSED'}. Cached steps "
-            f"{'identical to' if same else 'DIFFERENT from'} eager; max |latent diff| vs eager cached {diff:.2e}."
+            f"- {MODE_LABEL[mode]}: the cache's speedup is {kept:.1f}% of its eager speedup (median over the "
+            f"repeats, range {min(kept_r):.0f}-{max(kept_r):.0f}%). Target >= 90%: "
+            f"{'met' if kept >= 90 else 'MISSED'}. Cached steps {'identical to' if same else 'DIFFERENT from'} "
+            f"eager; max |latent diff| vs eager cached {diff:.2e}."
         )
     lines += [
         "- GPU (FLUX.1-dev size, 19 + 38 blocks, width 3072, bf16, 1024x1024): NOT run, no GPU was lent to "

@@ -4,13 +4,14 @@ The cache decides in Python between blocks (one host read per decision, per-call
 that code would be guarded on its state (step index, TaylorSeer store, block index) and recompiled every step. So:
 
 * `eager_boundary` marks the runner's entry points (the transformer's forward wrapper and each block's wrapper):
-  dynamo never traces them, nor anything they call; a compiled caller graph-breaks there once.
+  dynamo never traces them, nor anything they call. Their frames are skipped, not graph-broken: under regional
+  compilation (`block.compile()`, diffusers' `compile_repeated_blocks`), dynamo skips `Module._call_impl` and
+  this boundary and picks up the block's own forward as the compiled frame, exactly as without a cache
+  (`fullgraph=True` works).
 * `compiled_call` runs a block's own forward from inside that boundary *compiled again*, with the compile
   callback (backend, mode, options) that was active when the boundary was entered: under whole-model
-  `torch.compile(transformer)` each block's compute is still compiled, the decisions around it are not.
-* Regional compilation (`block.compile()`, diffusers' `compile_repeated_blocks`) compiles a block's `_call_impl`;
-  the runner moves its own wrapper outside that compiled callable (see `CacheRunner._adopt_compiled_blocks`), so
-  the compiled graph holds the block alone and works with `fullgraph=True`.
+  `torch.compile(transformer)` each block's compute is still compiled, the decisions around it are not (nor is
+  the transformer's own code around the blocks).
 
 Re-entering the callback uses dynamo's `set_eval_frame`; where a torch build lacks it, blocks under a
 whole-model compile run eagerly (still exact, just slower).
