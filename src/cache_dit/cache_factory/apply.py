@@ -52,7 +52,8 @@ def _is_patched(pipe: Any) -> bool:
 
 
 def _transformer_of(pipe: Any) -> torch.nn.Module:
-    transformer = unwrap_compiled(getattr(pipe, "transformer", None))  # torch.compile(transformer): the inner one
+    # torch.compile(pipe.transformer) holds the transformer in an OptimizedModule: cache the one inside
+    transformer = unwrap_compiled(getattr(pipe, "transformer", None))
     if not isinstance(transformer, torch.nn.Module):
         raise TypeError(
             f"apply_cache_on_pipe expects a diffusers pipeline with a `transformer` module, got "
