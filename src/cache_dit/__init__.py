@@ -16,6 +16,7 @@ __all__ = [
     "apply_cache_on_transformer",
     "denoising_run",
     "disable_cache",
+    "set_compile_configs",
     "summary",
 ]
 
@@ -27,6 +28,7 @@ if TYPE_CHECKING:
         apply_cache_on_transformer,
         denoising_run,
         disable_cache,
+        set_compile_configs,
         summary,
     )
 

@@ -10,6 +10,7 @@ from .adapters import (
 )
 from .apply import apply_cache_on_pipe, apply_cache_on_transformer, denoising_run, disable_cache, summary
 from .cache_types import CacheType
+from .compile import set_compile_configs
 from .config import CacheConfig, CFGConfig, DBCacheConfig, DBPruneConfig, TaylorSeerConfig, build_config
 from .stats import CacheStats
 
@@ -31,6 +32,7 @@ __all__ = [
     "disable_cache",
     "register_adapter",
     "registered_adapter",
+    "set_compile_configs",
     "summary",
     "supported_models",
 ]

@@ -22,6 +22,7 @@ import torch
 from .adapters import TransformerAdapter, find_adapter
 from .adapters.declared import declare_adapter
 from .cache_types import CacheType
+from .compile import unwrap_compiled
 from .config import build_config
 from .runner import CacheRunner, foreign_cache_hooks, get_runner
 from .stats import CacheStats
@@ -98,12 +99,14 @@ def _has_adapter(module: torch.nn.Module) -> bool:
 def _denoisers_of(pipe: Any) -> dict[str, torch.nn.Module]:
     """The pipeline's denoisers: `transformer`, plus every other component a registered adapter knows
     (Wan 2.2's `transformer_2`, a `prior`), in the pipeline's component order."""
-    transformer = getattr(pipe, "transformer", None)
+    # torch.compile(pipe.transformer) holds the transformer in an OptimizedModule: cache the one inside
+    transformer = unwrap_compiled(getattr(pipe, "transformer", None))
     found: dict[str, torch.nn.Module] = {}
     if isinstance(transformer, torch.nn.Module):
         found["transformer"] = transformer
     components = getattr(pipe, "components", None)
     for name, module in components.items() if isinstance(components, Mapping) else ():
+        module = unwrap_compiled(module)
         if name not in found and isinstance(module, torch.nn.Module) and _has_adapter(module):
             if all(module is not other for other in found.values()):
                 found[name] = module
@@ -222,10 +225,11 @@ def apply_cache_on_transformer(
             f"num_inference_steps must be an int >= 1 (transformer calls per CFG branch in one run) or None, "
             f"got {num_inference_steps!r}"
         )
-    runner = _build_runner(transformer, options)
+    module = unwrap_compiled(transformer)  # torch.compile(transformer): cache the module inside
+    runner = _build_runner(module, options)
     if runner is not None:
         runner.num_inference_steps = num_inference_steps
-    _swap_runner(transformer, runner)
+    _swap_runner(module, runner)
     return transformer
 
 

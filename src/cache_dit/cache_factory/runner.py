@@ -35,6 +35,7 @@ import torch
 from .adapters import BlockIO, TransformerAdapter
 from .adapters.declared import timestep_spec
 from .cache_types import CacheType
+from .compile import compiled_call, eager_boundary, unwrap_compiled
 from .config import CacheConfig, TaylorSeerCacheType
 from .decision import dynamic_prune_threshold, is_similar, relative_l1, step_can_cache
 from .state import BlockBuffers, BranchState, CallState, layout, same_layout
@@ -258,7 +259,8 @@ class CacheRunner:
 
     def _install_blocks(self) -> None:
         for idx, block in enumerate(self.blocks):
-            self._set(block, "forward", _Wrapper(self._run_block, idx, block.forward))
+            compute = _Wrapper(compiled_call, block.forward)  # compiled where the caller was (compile.py)
+            self._set(block, "forward", _Wrapper(self._run_block, idx, compute))
 
     def uninstall(self) -> None:
         """Restore every patched attribute exactly (an own attribute is put back, a class one un-shadowed).
@@ -345,9 +347,9 @@ class CacheRunner:
 
     def _transformer_forward(self, orig: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
         if self._pass is not None or not self.active:  # re-entrant call, or a removed cache: leave it alone
-            return orig(*args, **kwargs)
+            return compiled_call(orig, *args, **kwargs)
         if self.adapter is not None and self.adapter.is_side_pass(kwargs):  # not a denoising step
-            return orig(*args, **kwargs)
+            return compiled_call(orig, *args, **kwargs)
         self._pass = self._open_pass(args, kwargs)
         ok = False
         try:
@@ -553,10 +555,11 @@ class CacheRunner:
     # One owner at a time; no second cache
     # ------------------------------------------------------------------------------------------------------
 
+    @eager_boundary  # torch.compile: never traced; the blocks' compute compiles again inside (compile.py)
     def _owned_forward(self, orig: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
         """The transformer's forward: claim the cache for this thread, then run."""
         if not self.active:
-            return orig(*args, **kwargs)
+            return compiled_call(orig, *args, **kwargs)
         self._claim("a transformer call")
         try:
             return self._transformer_forward(orig, *args, **kwargs)
@@ -634,6 +637,7 @@ class CacheRunner:
             if p.prune_diffs:
                 branch.residual_diffs[p.step] = sum(p.prune_diffs) / len(p.prune_diffs)
 
+    @eager_boundary
     def _run_block(self, idx: int, forward: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
         p = self._pass
         if p is None:  # a block called outside a transformer call
@@ -1039,7 +1043,7 @@ def _first_tensor(out: Any) -> torch.Tensor:
 
 
 def get_runner(transformer: Any) -> CacheRunner | None:
-    runner = getattr(transformer, "__dict__", {}).get(RUNNER_ATTR)
+    runner = getattr(unwrap_compiled(transformer), "__dict__", {}).get(RUNNER_ATTR)
     return runner if isinstance(runner, CacheRunner) else None
 
 
