@@ -12,6 +12,7 @@ from typing import Any
 
 import torch
 
+from ..parallel.native import lifted_cp_hooks
 from .adapters import find_adapter
 from .cache_types import CacheType
 from .config import build_config
@@ -96,7 +97,8 @@ def apply_cache_on_transformer(transformer: torch.nn.Module, **options: Any) -> 
             f"apply_cache_on_transformer expects a torch.nn.Module, got {type(transformer).__name__}"
         )
     runner = _build_runner(transformer, options)
-    _swap_runner(transformer, runner)
+    with lifted_cp_hooks(transformer):  # diffusers' context-parallel hooks stay outside the cache
+        _swap_runner(transformer, runner)
     return transformer
 
 
@@ -112,7 +114,8 @@ def apply_cache_on_pipe(pipe: Any, **options: Any) -> Any:
     if runner is None:
         disable_cache(pipe)
         return pipe
-    _swap_runner(transformer, runner)
+    with lifted_cp_hooks(transformer):  # diffusers' context-parallel hooks stay outside the cache
+        _swap_runner(transformer, runner)
     if not _is_patched(pipe):
         pipe.__class__ = _cached_class(type(pipe))
     return pipe
@@ -127,7 +130,8 @@ def disable_cache(pipe_or_transformer: Any) -> Any:
         transformer = getattr(pipe_or_transformer, "transformer", None)
     runner = get_runner(transformer)
     if runner is not None:
-        runner.uninstall()
+        with lifted_cp_hooks(transformer):
+            runner.uninstall()
     return pipe_or_transformer
 
 

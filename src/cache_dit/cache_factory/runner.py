@@ -31,10 +31,11 @@ from typing import Any
 
 import torch
 
+from ..parallel.groups import DecisionSync
 from .adapters import BlockIO, TransformerAdapter
 from .cache_types import CacheType
 from .config import CacheConfig, TaylorSeerCacheType
-from .decision import dynamic_prune_threshold, is_similar, relative_l1, step_can_cache
+from .decision import dynamic_prune_threshold, is_similar, step_can_cache
 from .state import BlockBuffers, BranchState, CallState, same_layout
 from .stats import CacheStats
 
@@ -80,6 +81,8 @@ class CacheRunner:
         self.transformer = transformer
         self.adapter = adapter
         self.config = config
+        # reduces each decision over the context-parallel group, if any (raises here on a bad setup)
+        self.sync = DecisionSync(transformer, config.options.get("parallel_group"))
         blocks = adapter.blocks(transformer)
         self.blocks: list[torch.nn.Module] = [b for b, _ in blocks]
         self.ios: list[BlockIO] = [io for _, io in blocks]
@@ -378,7 +381,7 @@ class CacheRunner:
         else:
             diff = None
             if same_layout(branch.fn_residual, fn_residual):
-                diff = float(relative_l1(fn_residual, branch.fn_residual).item())  # host sync
+                diff = self.sync.relative_l1(fn_residual, branch.fn_residual)  # host sync (all ranks alike)
                 branch.residual_diffs[step] = diff
             elif branch.fn_residual is not None:
                 self._warn_once(
@@ -473,7 +476,7 @@ class CacheRunner:
         hidden, encoder = io.inputs(args, kwargs)
         stored = p.branch.blocks.get(idx)
         if p.cached and stored is not None and same_layout(stored.hidden_in, hidden):
-            diff = float(relative_l1(hidden, stored.hidden_in).item())
+            diff = self.sync.relative_l1(hidden, stored.hidden_in)
             if is_similar(diff, self.db.non_compute_blocks_diff_threshold):
                 return io.make_output(*self._reuse_block(io, stored, hidden, encoder))
         out = forward(*args, **kwargs)
@@ -495,9 +498,7 @@ class CacheRunner:
         stored = branch.blocks.get(idx)
         if p.prune_allowed and stored is not None:
             if same_layout(stored.hidden_in, hidden):
-                diff = float(
-                    relative_l1(hidden, stored.hidden_in).item()
-                )  # host sync, one per prunable block
+                diff = self.sync.relative_l1(hidden, stored.hidden_in)  # host sync, one per prunable block
                 threshold = cfg.residual_diff_threshold
                 if cfg.enable_dynamic_prune_threshold:
                     threshold = dynamic_prune_threshold(
