@@ -12,6 +12,7 @@ applying, and removing the cache restores the modules exactly.
 from __future__ import annotations
 
 import contextlib
+import functools
 from collections.abc import Iterator
 from typing import Any
 
@@ -22,12 +23,27 @@ _CP_HOOK_PREFIXES = ("cp_input---", "cp_output---")  # diffusers.hooks.context_p
 
 
 def _cp_hooks(module: torch.nn.Module) -> list[tuple[str, Any]]:
+    """The module's context-parallel hooks, in registration order; none where they cannot be lifted safely."""
     registry = module.__dict__.get("_diffusers_hook")
-    if registry is None:
+    if registry is None or not _forward_is_registry_outermost(module, registry):
         return []
     return [
         (name, registry.hooks[name]) for name in registry._hook_order if name.startswith(_CP_HOOK_PREFIXES)
     ]
+
+
+def _forward_is_registry_outermost(module: torch.nn.Module, registry: Any) -> bool:
+    """`module.forward` is the one diffusers' registry installed for its last hook (nothing wrapped it since).
+
+    Removing a hook re-links the registry's own chain and sets `module.forward`; had something else wrapped
+    the module after the hooks, that wrapper would be dropped, so such a module is left alone.
+    """
+    forward = module.__dict__.get("forward")
+    fn_refs = getattr(registry, "_fn_refs", None)
+    if not fn_refs or not isinstance(forward, functools.partial) or forward.args[:1] != (module,):
+        return False
+    cells = getattr(forward.func, "__closure__", None) or ()
+    return any(cell.cell_contents is fn_refs[-1] for cell in cells)
 
 
 @contextlib.contextmanager
