@@ -3,6 +3,7 @@ apply time and leave the pipeline as it was; diffusers' context-parallel hooks s
 
 from __future__ import annotations
 
+import re
 import sys
 import types
 
@@ -77,9 +78,10 @@ def fake_para_attn(monkeypatch):
     return install
 
 
-def test_old_para_attn_is_refused_at_apply_time(fake_para_attn):
-    pipe = fake_para_attn("0.3.38")
-    with pytest.raises(RuntimeError, match=r"para-attn 0\.3\.38 does not run with diffusers"):
+@pytest.mark.parametrize("version", ["0.3.38", "0.3.38.dev1", "0.3.5"])
+def test_old_para_attn_is_refused_at_apply_time(fake_para_attn, version):
+    pipe = fake_para_attn(version)
+    with pytest.raises(RuntimeError, match=rf"para-attn {re.escape(version)} does not run with diffusers"):
         cache_dit.apply_cache_on_pipe(pipe, cache_type="FBCache")
     assert get_runner(pipe.transformer) is None and "forward" not in pipe.transformer.__dict__
 

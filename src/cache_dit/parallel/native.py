@@ -6,7 +6,11 @@ block's `forward` too, and whichever is applied last ends up outermost. Were the
 `blocks.0` outside the split hook, it would see the whole sequence going in and a slice coming out. So whenever
 the cache installs or removes its wrappers, the context-parallel hooks on those modules are taken off and put
 back afterwards (`lifted_cp_hooks`): the split always happens before the cache sees a block, in either order of
-applying, and removing the cache restores the modules exactly.
+applying, and removing the cache leaves the hooks in place (re-registered) and nothing of the cache.
+
+A module whose hooks were wrapped again by something else (an offload wrapper, say) is left alone: lifting
+would drop that wrapper. There the cache's wrapper stays outermost; for a block that splits its input (Wan's
+`blocks.0`) apply the cache before `enable_parallelism` in that case.
 """
 
 from __future__ import annotations

@@ -17,10 +17,15 @@ para-attn <= 0.3.38 parallelized raises one clear error naming the versions, and
 
 from __future__ import annotations
 
+import re
 import sys
 from typing import Any
 
-LAST_CHECKED_PARA_ATTN = (0, 3, 38)  # this version and older fail with diffusers >= 0.35 (see above)
+LAST_CHECKED_PARA_ATTN = (
+    0,
+    3,
+    38,
+)  # this version and older are refused (checked failing with diffusers 0.42.1)
 
 
 def is_para_attn_parallelized(transformer: Any) -> bool:
@@ -29,12 +34,15 @@ def is_para_attn_parallelized(transformer: Any) -> bool:
 
 
 def _version_tuple(text: str) -> tuple[int, ...]:
+    """Leading release numbers: "0.3.38" -> (0, 3, 38); "0.3.38.dev1" -> (0, 3, 38); "0.3.39rc1" -> (0, 3, 39)."""
     parts = []
     for piece in text.split("+")[0].split("."):
-        digits = "".join(c for c in piece if c.isdigit())
-        if not digits:
+        match = re.match(r"\d+", piece)
+        if match is None:
             break
-        parts.append(int(digits))
+        parts.append(int(match.group()))
+        if match.end() != len(piece):
+            break
     return tuple(parts)
 
 
