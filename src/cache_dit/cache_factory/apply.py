@@ -19,6 +19,7 @@ from typing import Any
 
 import torch
 
+from ..parallel.native import lifted_cp_hooks
 from .adapters import TransformerAdapter, find_adapter
 from .adapters.declared import declare_adapter
 from .cache_types import CacheType
@@ -229,7 +230,8 @@ def apply_cache_on_transformer(
     runner = _build_runner(module, options)
     if runner is not None:
         runner.num_inference_steps = num_inference_steps
-    _swap_runner(module, runner)
+    with lifted_cp_hooks(module):  # diffusers' context-parallel hooks stay outside the cache
+        _swap_runner(module, runner)
     return transformer
 
 
@@ -284,7 +286,8 @@ def apply_cache_on_pipe(pipe: Any, **options: Any) -> Any:
     done: list[torch.nn.Module] = []
     try:
         for name, runner in runners.items():
-            _swap_runner(denoisers[name], runner)
+            with lifted_cp_hooks(denoisers[name]):  # diffusers' context-parallel hooks stay outside the cache
+                _swap_runner(denoisers[name], runner)
             done.append(denoisers[name])
     except BaseException:
         for module in done:  # rare (an install that failed half-way): leave no cache rather than a mix
@@ -309,7 +312,8 @@ def disable_cache(pipe_or_transformer: Any) -> Any:
     for module in modules:
         runner = get_runner(module)
         if runner is not None:
-            runner.uninstall()
+            with lifted_cp_hooks(runner.transformer):
+                runner.uninstall()
     return pipe_or_transformer
 
 

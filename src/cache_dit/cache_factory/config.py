@@ -281,7 +281,8 @@ _TAYLORSEER_KEYS = {
     "taylorseer_kwargs",
 }
 _CFG_KEYS = {f for f in CFGConfig.__dataclass_fields__}
-_ALL_KEYS = {"cache_type"} | _DBCACHE_KEYS | _DBPRUNE_KEYS | _TAYLORSEER_KEYS | _CFG_KEYS
+_PARALLEL_KEYS = {"parallel_group"}  # any cache type; checked by cache_dit.parallel when the runner is built
+_ALL_KEYS = {"cache_type"} | _DBCACHE_KEYS | _DBPRUNE_KEYS | _TAYLORSEER_KEYS | _CFG_KEYS | _PARALLEL_KEYS
 
 
 def build_config(**options: Any) -> CacheConfig:
@@ -295,7 +296,9 @@ def build_config(**options: Any) -> CacheConfig:
         raise ValueError(f"unknown option {key!r}{hint} (allowed options: {', '.join(sorted(_ALL_KEYS))})")
 
     defaults = CacheType.default_options(cache_type)
-    misplaced = sorted(k for k in options if k not in defaults and k != "cache_type")
+    misplaced = sorted(
+        k for k in options if k not in defaults and k != "cache_type" and k not in _PARALLEL_KEYS
+    )
     if misplaced:
         raise ValueError(
             f"option {misplaced[0]!r} does not apply to cache_type={cache_type.value}; "

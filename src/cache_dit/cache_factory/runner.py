@@ -32,12 +32,13 @@ from typing import Any
 
 import torch
 
+from ..parallel.groups import DecisionSync
 from .adapters import BlockIO, TransformerAdapter
 from .adapters.declared import timestep_spec
 from .cache_types import CacheType
 from .compile import compiled_call, eager_boundary, unwrap_compiled
 from .config import CacheConfig, TaylorSeerCacheType
-from .decision import dynamic_prune_threshold, is_similar, relative_l1, step_can_cache
+from .decision import dynamic_prune_threshold, is_similar, step_can_cache
 from .state import BlockBuffers, BranchState, CallState, layout, same_layout
 from .stats import CacheStats
 
@@ -145,6 +146,8 @@ class CacheRunner:
         self.config = config
         self.validate = validate  # replay the first stored step through the cached path and compare
         self.last_validation_diff: float | None = None
+        # reduces each decision over the context-parallel group, if any (raises here on a bad setup)
+        self.sync = DecisionSync(transformer, config.options.get("parallel_group"))
         self.db = config.dbcache
         self.prune = config.dbprune
         self.threshold = (self.db or self.prune).residual_diff_threshold if (self.db or self.prune) else 0.0
@@ -766,7 +769,7 @@ class CacheRunner:
         else:
             diff = None
             if same_layout(branch.fn_residual, fn_residual):
-                diff = float(relative_l1(fn_residual, branch.fn_residual).item())  # host sync
+                diff = self.sync.relative_l1(fn_residual, branch.fn_residual)  # host sync (all ranks alike)
                 branch.residual_diffs[step] = diff
             elif branch.fn_residual is not None:
                 self._warn_once(
@@ -940,7 +943,7 @@ class CacheRunner:
         hidden, encoder = io.inputs(args, kwargs)
         stored = p.branch.blocks.get(idx)
         if p.cached and stored is not None and stored.matches(hidden, encoder):
-            diff = float(relative_l1(hidden, stored.hidden_in).item())
+            diff = self.sync.relative_l1(hidden, stored.hidden_in)
             if is_similar(diff, self.db.non_compute_blocks_diff_threshold):
                 return self._output(idx, io, *self._reuse_block(io, stored, hidden, encoder))
         out = forward(*args, **kwargs)
@@ -962,9 +965,7 @@ class CacheRunner:
         stored = branch.blocks.get(idx)
         if p.prune_allowed and stored is not None:
             if stored.matches(hidden, encoder):
-                diff = float(
-                    relative_l1(hidden, stored.hidden_in).item()
-                )  # host sync, one per prunable block
+                diff = self.sync.relative_l1(hidden, stored.hidden_in)  # host sync, one per prunable block
                 threshold = cfg.residual_diff_threshold
                 if cfg.enable_dynamic_prune_threshold:
                     threshold = dynamic_prune_threshold(
