@@ -14,7 +14,7 @@ import torch
 
 from .adapters import find_adapter
 from .cache_types import CacheType
-from .config import build_config
+from .config import OptionsObject, build_config, fit_default_blocks, merge_options
 from .runner import CacheRunner, get_runner
 from .stats import CacheStats
 
@@ -67,6 +67,8 @@ def _build_runner(transformer: torch.nn.Module, options: dict[str, Any]) -> Cach
     if config.cache_type is CacheType.NONE:
         return None
     adapter = find_adapter(transformer)
+    name = type(transformer).__name__
+    config = fit_default_blocks(config, len(adapter.blocks(transformer)), name, explicit=options)
     return CacheRunner(transformer, adapter, config)
 
 
@@ -85,12 +87,15 @@ def _swap_runner(transformer: torch.nn.Module, runner: CacheRunner | None) -> No
         raise
 
 
-def apply_cache_on_transformer(transformer: torch.nn.Module, **options: Any) -> torch.nn.Module:
+def apply_cache_on_transformer(
+    transformer: torch.nn.Module, *configs: OptionsObject, **options: Any
+) -> torch.nn.Module:
     """Cache a bare transformer (you drive the denoising loop).
 
     A new denoising run is detected when the timestep goes up (timesteps fall within a run); pipelines
     should use `apply_cache_on_pipe`, which sees call boundaries directly. Options: see `apply_cache_on_pipe`.
     """
+    options = merge_options(configs, options)
     if not isinstance(transformer, torch.nn.Module):
         raise TypeError(
             f"apply_cache_on_transformer expects a torch.nn.Module, got {type(transformer).__name__}"
@@ -100,13 +105,26 @@ def apply_cache_on_transformer(transformer: torch.nn.Module, **options: Any) -> 
     return transformer
 
 
-def apply_cache_on_pipe(pipe: Any, **options: Any) -> Any:
+def apply_cache_on_pipe(pipe: Any, *configs: OptionsObject, **options: Any) -> Any:
     """Cache the transformer of a diffusers pipeline; returns the pipeline.
 
-    Options left out take `CacheType.default_options(cache_type)` (cache_type defaults to DBCache). Calling it
+    Options come as keywords, as typed options objects, or both (an option given twice raises)::
+
+        apply_cache_on_pipe(pipe, cache_type="DBCache", Fn_compute_blocks=4, residual_diff_threshold=0.1)
+        apply_cache_on_pipe(pipe, DBCacheConfig(Fn_compute_blocks=4, residual_diff_threshold=0.1),
+                            TaylorSeerConfig(enable_taylorseer=True, n_derivatives=1))
+
+    The objects (`cache_dit.DBCacheConfig`, `DBPruneConfig`, `TaylorSeerConfig`, `CFGConfig`) document every
+    option with its default and which way it trades speed for quality; see also `CacheType.default_options`.
+    Keywords: `cache_type` (DBCache default, FBCache, DBPrune, NONE), the fields of those objects, and
+    `taylorseer_kwargs={"n_derivatives": m}`. numpy scalars are accepted where a number is.
+
+    Options left out take `CacheType.default_options(cache_type)`; if the default Fn/Bn do not fit a small
+    model they shrink, with a warning naming the values used (values you give are never changed). Calling it
     again replaces the previous options; `cache_type=CacheType.NONE` removes the cache. If it raises, the
-    pipeline is exactly as it was.
+    pipeline is exactly as it was. Unknown or misplaced options raise a ValueError naming them.
     """
+    options = merge_options(configs, options)
     transformer = _transformer_of(pipe)
     runner = _build_runner(transformer, options)  # all validation happens here, before any change
     if runner is None:
@@ -120,6 +138,7 @@ def apply_cache_on_pipe(pipe: Any, **options: Any) -> Any:
 
 def disable_cache(pipe_or_transformer: Any) -> Any:
     """Remove the cache: forwards, block lists and the pipeline class are restored exactly."""
+    _check_pipe_or_transformer(pipe_or_transformer, "disable_cache")
     if _is_patched(pipe_or_transformer):
         pipe_or_transformer.__class__ = type(pipe_or_transformer).__dict__[_PIPE_MARK]
     transformer = pipe_or_transformer
@@ -133,8 +152,19 @@ def disable_cache(pipe_or_transformer: Any) -> Any:
 
 def summary(pipe_or_transformer: Any) -> CacheStats:
     """Stats of the last pipeline call (empty `CacheStats` with cache_type "NONE" when no cache is applied)."""
+    _check_pipe_or_transformer(pipe_or_transformer, "summary")
     transformer = pipe_or_transformer
     if not isinstance(pipe_or_transformer, torch.nn.Module):
         transformer = getattr(pipe_or_transformer, "transformer", None)
     runner = get_runner(transformer)
     return runner.stats() if runner is not None else CacheStats()
+
+
+def _check_pipe_or_transformer(obj: Any, verb: str) -> None:
+    """TypeError for anything that is neither a torch module nor a pipeline holding a `transformer` module."""
+    if isinstance(obj, torch.nn.Module) or isinstance(getattr(obj, "transformer", None), torch.nn.Module):
+        return
+    raise TypeError(
+        f"{verb} expects a diffusers pipeline with a `transformer` module or a transformer (torch.nn.Module), "
+        f"got {type(obj).__name__}"
+    )

@@ -24,13 +24,14 @@ from __future__ import annotations
 
 import contextlib
 import functools
-import warnings
+import logging
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
 import torch
 
+from .._warnings import warn_at_caller
 from .adapters import BlockIO, TransformerAdapter
 from .cache_types import CacheType
 from .config import CacheConfig, TaylorSeerCacheType
@@ -39,6 +40,7 @@ from .state import BlockBuffers, BranchState, CallState, same_layout
 from .stats import CacheStats
 
 RUNNER_ATTR = "_cache_dit_runner"
+_log = logging.getLogger(__name__)  # "cache_dit...": per-step decisions at DEBUG, see cache_dit.set_verbose
 
 
 @dataclass
@@ -402,6 +404,13 @@ class CacheRunner:
             if shared:
                 self.call.step_decisions[step] = cached
         p.cached = cached
+        _log.debug(
+            "step %d %s: diff %s, %s",
+            step,
+            branch.name,
+            branch.residual_diffs.get(step),
+            "cached" if cached else "computed",
+        )
         if cached:
             branch.cached_steps.append(step)
             branch.continuous_cached += 1
@@ -507,6 +516,15 @@ class CacheRunner:
                         cfg.max_dynamic_prune_threshold,
                     )
                 p.prune_diffs.append(diff)
+                _log.debug(
+                    "step %d %s block %d: diff %.4g, threshold %.4g, %s",
+                    p.step,
+                    branch.name,
+                    idx,
+                    diff,
+                    threshold,
+                    "pruned" if is_similar(diff, threshold) else "computed",
+                )
                 if is_similar(diff, threshold):
                     p.pruned += 1
                     return io.make_output(*self._reuse_block(io, stored, hidden, encoder))
@@ -553,7 +571,7 @@ class CacheRunner:
     def _warn_once(self, key: str, message: str) -> None:
         if key not in self._warned:
             self._warned.add(key)
-            warnings.warn(f"cache-dit: {message}", RuntimeWarning, stacklevel=3)
+            warn_at_caller(f"cache-dit: {message}", RuntimeWarning)  # points at the user's line
 
 
 def get_runner(transformer: Any) -> CacheRunner | None:
