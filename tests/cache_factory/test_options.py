@@ -187,7 +187,7 @@ def test_verbose_logging_reports_each_decision(pipe, caplog):
     stats = cache_dit.summary(pipe)
     assert stats.cached_steps == [2, 3, 4, 5]
     assert [line.endswith(", cached") for line in lines] == [s in stats.cached_steps for s in range(6)]
-    assert lines[3] == f"step 3 cond: diff {stats.residual_diffs[3]}, cached"
+    assert lines[3] == f"step 3 cond: diff {stats.residual_diffs[3]:.4f}, cached"
 
 
 def test_set_verbose_toggles_a_stderr_handler():

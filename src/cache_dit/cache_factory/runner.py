@@ -405,10 +405,10 @@ class CacheRunner:
                 self.call.step_decisions[step] = cached
         p.cached = cached
         _log.debug(
-            "step %d %s: diff %s, %s",
+            "step %d %s: diff %.4f, %s",
             step,
             branch.name,
-            branch.residual_diffs.get(step),
+            branch.residual_diffs.get(step, float("nan")),
             "cached" if cached else "computed",
         )
         if cached:
