@@ -91,7 +91,13 @@ def test_tiny_list_shows_every_case(capsys):
         (["--tiny", "flux", "--order", "1"], "--order needs --taylorseer"),
         (["--tiny", "flux", "--rdt", "-1"], "residual_diff_threshold must be >= 0"),
         (["--tiny", "flux", "--Fn", "5", "--Bn", "5"], "5 + 5 = 10 exceeds the 6 transformer blocks"),
-        (["--model-path", "/nonexistent/pipe"], "--model-path /nonexistent/pipe: no such folder"),
+        (
+            ["--model-path", "/nonexistent/pipe", "--prompt", "x"],
+            "--model-path /nonexistent/pipe: no such folder",
+        ),
+        (["--model-path", "/nonexistent/pipe"], "--model-path needs --prompt"),
+        (["--tiny", "flux", "--prompt", "a cat"], "--prompt apply to --model-path only"),
+        (["--tiny", "flux", "--out", "x.bmp"], "--out x.bmp: unknown file type"),
     ],
 )
 def test_bad_flags_exit_2_with_one_line(argv, message, capsys):
@@ -118,7 +124,7 @@ def test_unsupported_pipeline_exits_2(tmp_path, capsys):
         norm_num_groups=1,
     )
     DDPMPipeline(unet=unet, scheduler=DDPMScheduler()).save_pretrained(tmp_path / "ddpm")
-    assert main(["--model-path", str(tmp_path / "ddpm"), "--device", "cpu"]) == 2
+    assert main(["--model-path", str(tmp_path / "ddpm"), "--prompt", "x", "--device", "cpu"]) == 2
     err = capsys.readouterr().err.strip().splitlines()  # diffusers may log its own loading notes first
     ours = [line for line in err if line.startswith("cache-dit-generate:")]
     assert ours == [

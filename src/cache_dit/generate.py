@@ -28,6 +28,7 @@ from typing import Any, NoReturn
 PROG = "cache-dit-generate"
 CACHE_CHOICES = ("DBCache", "FBCache", "DBPrune", "NONE")
 DTYPES = ("float32", "float16", "bfloat16")
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp")
 VIDEO_SUFFIXES = (".mp4", ".gif")
 
 
@@ -79,7 +80,7 @@ def build_parser() -> argparse.ArgumentParser:
         "no weights, for trying the flags and for CI",
     )
     gen = parser.add_argument_group("generation")
-    gen.add_argument("--prompt", default="a photo of a cat", help="text prompt (real models)")
+    gen.add_argument("--prompt", default=None, help="text prompt (required with --model-path)")
     gen.add_argument("--negative-prompt", default=None, help="negative prompt (real models)")
     gen.add_argument("--steps", type=_positive_int, default=28, help="denoising steps")
     gen.add_argument("--height", type=_positive_int, default=None, help="height (default: the pipeline's)")
@@ -261,7 +262,37 @@ def _timed(run: Any, pipe: Any, seed: int) -> tuple[Any, float]:
     return out, time.perf_counter() - start
 
 
+def check_flags(args: argparse.Namespace) -> None:
+    """Flags that do not apply are an error, never silently ignored."""
+    if args.tiny is not None:
+        given = [
+            flag
+            for flag, key in (
+                ("--prompt", "prompt"),
+                ("--negative-prompt", "negative_prompt"),
+                ("--width", "width"),
+                ("--num-frames", "num_frames"),
+                ("--guidance-scale", "guidance_scale"),
+            )
+            if getattr(args, key) is not None
+        ]
+        if given:
+            raise UsageError(
+                f"{', '.join(given)} apply to --model-path only: --tiny runs its case's fixed call on "
+                "random embeddings (--height sets its size)"
+            )
+    elif args.prompt is None:
+        raise UsageError("--model-path needs --prompt")
+    if args.out is not None:
+        suffix = Path(args.out).suffix.lower()
+        if suffix not in IMAGE_SUFFIXES + VIDEO_SUFFIXES:
+            raise UsageError(
+                f"--out {args.out}: unknown file type; use one of {', '.join(IMAGE_SUFFIXES + VIDEO_SUFFIXES)}"
+            )
+
+
 def generate(args: argparse.Namespace) -> int:
+    check_flags(args)
     options = cache_options(args)
     import torch
 
