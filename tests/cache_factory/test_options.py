@@ -98,6 +98,7 @@ def test_numpy_scalars_are_accepted_where_numbers_are(pipe):
     assert (options["Fn_compute_blocks"], options["Bn_compute_blocks"]) == (2, 2)
     assert type(options["Fn_compute_blocks"]) is int and options["residual_diff_threshold"] == 0.25
     assert options["enable_taylorseer"] is True
+    assert cache_dit.CacheType.range(0, np.int64(8), np.int32(3)) == [0, 3, 6, 7]
     config = DBCacheConfig(Fn_compute_blocks=np.int64(3), residual_diff_threshold=np.float32(0.5))
     assert type(config.Fn_compute_blocks) is int and type(config.residual_diff_threshold) is float
 

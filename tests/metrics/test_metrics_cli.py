@@ -72,6 +72,7 @@ CASES: dict[str, list[str]] = {
     "missing_weights": [*MODULE, *"fid -i1 a -i2 a --inception-weights nowhere.pth".split()],
     "missing_weights_all_and_fid": [*MODULE, *"all fid -i1 a -i2 a --inception-weights nowhere.pth".split()],
     "video_as_image": [*MODULE, *"psnr -i1 v.avi -i2 v_offset.avi".split()],
+    "image_as_video": [*MODULE, *"psnr -v1 a/0.png -v2 offset/0.png".split()],
     "all_no_weights": [*MODULE, *"all -i1 a -i2 offset --inception-weights nowhere.pth".split()],
     "all_no_weights_json": [*MODULE, *"all -i1 a -i2 offset --inception-weights nowhere.pth --json".split()],
     # good input
@@ -125,6 +126,7 @@ def _assert_one_line_error(run: Run, code: int, *fragments: str) -> str:
         ("missing_weights", 1, ["not found at nowhere.pth", "pt_inception-2015-12-05-6726825d.pth in "]),
         ("missing_weights_all_and_fid", 1, ["not found at nowhere.pth"]),
         ("video_as_image", 2, ["-i1 v.avi is a video; compare videos with -v1/--video-true"]),
+        ("image_as_video", 2, ["-v1 a/0.png is an image; compare images with -i1/--img-true"]),
     ],
 )
 def test_bad_input_exits_nonzero_with_one_line(runs, case, code, fragments):

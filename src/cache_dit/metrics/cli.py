@@ -97,6 +97,13 @@ def _inputs(parser: argparse.ArgumentParser, args: argparse.Namespace) -> tuple[
     if given_videos:
         if None in videos:
             parser.error("videos need both -v1/--video-true and -v2/--video-test")
+        from .sources import IMAGE_EXTENSIONS
+
+        for flag, value in (("-v1", args.video_true), ("-v2", args.video_test)):
+            if os.path.splitext(value)[1].lower() in IMAGE_EXTENSIONS:
+                parser.error(
+                    f"{flag} {value} is an image; compare images with -i1/--img-true and -i2/--img-test"
+                )
         return args.video_true, args.video_test, True
     if None in images:
         parser.error("give -i1/--img-true and -i2/--img-test, or -v1/--video-true and -v2/--video-test")
