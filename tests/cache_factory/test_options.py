@@ -215,3 +215,25 @@ def test_importing_cache_dit_does_not_import_torch():
     code = "import sys, cache_dit; print('torch' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert out.stdout.strip() == "False", out.stderr
+
+
+def test_warnings_during_a_pipeline_call_point_at_the_callers_line():
+    """Past diffusers' and torch's frames: the line that called the pipeline."""
+    import contextlib
+
+    from cache_dit.testing import tiny
+
+    pipe = CASES["wan"].build()
+    apply_cache_on_pipe(pipe, Fn_compute_blocks=1, Bn_compute_blocks=1, residual_diff_threshold=0.0)
+    pipe.transformer.cache_context = lambda name, **kwargs: contextlib.nullcontext()  # no CFG marks
+    with pytest.warns(RuntimeWarning, match="do_separate_classifier_free_guidance") as record:
+        pipe(
+            prompt_embeds=tiny.wan_prompt_embeds(),
+            height=16,
+            width=16,
+            num_frames=5,
+            num_inference_steps=3,
+            guidance_scale=1.0,  # one call per step, but the Wan default expects two
+            output_type="pt",
+        )
+    assert record[0].filename == __file__
