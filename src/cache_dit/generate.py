@@ -346,10 +346,25 @@ def generate(args: argparse.Namespace) -> int:
         raise UsageError(f"--out {out}: the pipeline made an image; use .png or .jpg")
     _save(output, out)
 
-    print(f"{PROG}: {source}, {type(pipe).__name__}, {args.steps} steps, options {options}")
+    from cache_dit.cache_factory.runner import get_runner
+
+    runner = get_runner(pipe.transformer)
+    resolved = dict(runner.config.options) if runner is not None else {"cache_type": "NONE"}
+    shown = ", ".join(
+        f"{key}={resolved[key]}"
+        for key in (
+            "cache_type",
+            "Fn_compute_blocks",
+            "Bn_compute_blocks",
+            "residual_diff_threshold",
+            "warmup_steps",
+        )
+        if key in resolved
+    )
+    print(f"{PROG}: {source}, {type(pipe).__name__}, {args.steps} steps; {shown}")
     print(stats)
     runs = f"median of {args.repeats}" if args.repeats > 1 else "one run"
-    print(f"time: {cached_time:.2f} s cached ({runs})")
+    print(f"time: {cached_time:.2f} s {'cached' if runner is not None else 'without a cache'} ({runs})")
     if args.compare:
         uncached_time = statistics.median(uncached_times)
         ref_path = out.with_name(f"{out.stem}_uncached{out.suffix}")
