@@ -237,7 +237,7 @@ def frechet_distance(a: ActivationStatistics, b: ActivationStatistics) -> float:
         warnings.simplefilter("ignore", LinAlgWarning)
         distance = float(calculate_frechet_distance(a.mean, a.covariance, b.mean, b.covariance))
     if printed.getvalue().strip():
-        warnings.warn(f"pytorch-fid: {printed.getvalue().strip()}", UserWarning, stacklevel=2)
+        warn_at_caller(f"pytorch-fid: {printed.getvalue().strip()}", UserWarning)
     return max(distance, 0.0)
 
 
