@@ -5,13 +5,18 @@ The cache API is loaded on first use, so `cache_dit.metrics` and its CLI start w
 
 from __future__ import annotations
 
+import logging
 from typing import TYPE_CHECKING, Any
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "CFGConfig",
     "CacheStats",
     "CacheType",
+    "DBCacheConfig",
+    "DBPruneConfig",
+    "TaylorSeerConfig",
     "apply_cache_on_pipe",
     "apply_cache_on_transformer",
     "denoising_run",
@@ -19,11 +24,17 @@ __all__ = [
     "set_compile_configs",
     "summary",
 ]
+_LAZY = set(__all__)
+__all__ += ["set_verbose"]
 
 if TYPE_CHECKING:
     from .cache_factory import (
         CacheStats,
         CacheType,
+        CFGConfig,
+        DBCacheConfig,
+        DBPruneConfig,
+        TaylorSeerConfig,
         apply_cache_on_pipe,
         apply_cache_on_transformer,
         denoising_run,
@@ -34,7 +45,7 @@ if TYPE_CHECKING:
 
 
 def __getattr__(name: str) -> Any:
-    if name in __all__:
+    if name in _LAZY:
         from . import cache_factory
 
         return getattr(cache_factory, name)
@@ -43,3 +54,27 @@ def __getattr__(name: str) -> Any:
 
 def __dir__() -> list[str]:
     return sorted([*globals(), *__all__])
+
+
+logger = logging.getLogger("cache_dit")
+_verbose_handler: logging.Handler | None = None
+
+
+def set_verbose(enabled: bool = True) -> None:
+    """Log every cache decision (step, branch, diff, cached or computed) on stderr; off by default.
+
+    The same as `logging.getLogger("cache_dit").setLevel(logging.DEBUG)` with a stderr handler attached;
+    use the logger directly to route the messages elsewhere.
+    """
+    global _verbose_handler
+    if enabled:
+        if _verbose_handler is None:
+            _verbose_handler = logging.StreamHandler()
+            _verbose_handler.setFormatter(logging.Formatter("%(name)s: %(message)s"))
+            logger.addHandler(_verbose_handler)
+        logger.setLevel(logging.DEBUG)
+    else:
+        if _verbose_handler is not None:
+            logger.removeHandler(_verbose_handler)
+            _verbose_handler = None
+        logger.setLevel(logging.NOTSET)

@@ -70,6 +70,11 @@ CASES: dict[str, list[str]] = {
     "mixed_flags": [*MODULE, *"psnr -i1 a -v2 v.avi".split()],
     "sizes": [*MODULE, *"mse -i1 a -i2 big".split()],
     "missing_weights": [*MODULE, *"fid -i1 a -i2 a --inception-weights nowhere.pth".split()],
+    "missing_weights_all_and_fid": [*MODULE, *"all fid -i1 a -i2 a --inception-weights nowhere.pth".split()],
+    "video_as_image": [*MODULE, *"psnr -i1 v.avi -i2 v_offset.avi".split()],
+    "image_as_video": [*MODULE, *"psnr -v1 a/0.png -v2 offset/0.png".split()],
+    "all_no_weights": [*MODULE, *"all -i1 a -i2 offset --inception-weights nowhere.pth".split()],
+    "all_no_weights_json": [*MODULE, *"all -i1 a -i2 offset --inception-weights nowhere.pth --json".split()],
     # good input
     "resize_json": [*MODULE, *"psnr ssim mse --img-true a --img-test big_extra --resize --json".split()],
     "video_json": [*MODULE, *"psnr mse --video-true v.avi --video-test v_offset.avi --json".split()],
@@ -119,6 +124,9 @@ def _assert_one_line_error(run: Run, code: int, *fragments: str) -> str:
         ("mixed_flags", 2, ["either images (-i1/-i2) or videos (-v1/-v2)"]),
         ("sizes", 1, ["0.png: sizes differ", "--resize"]),
         ("missing_weights", 1, ["not found at nowhere.pth", "pt_inception-2015-12-05-6726825d.pth in "]),
+        ("missing_weights_all_and_fid", 1, ["not found at nowhere.pth"]),
+        ("video_as_image", 2, ["-i1 v.avi is a video; compare videos with -v1/--video-true"]),
+        ("image_as_video", 2, ["-v1 a/0.png is an image; compare images with -i1/--img-true"]),
     ],
 )
 def test_bad_input_exits_nonzero_with_one_line(runs, case, code, fragments):
@@ -159,9 +167,25 @@ def test_installed_entry_point_prints_a_table_with_every_metric(runs):
     assert 0.0 < float(rows["ssim"][1]) < 1.0
     assert float(rows["fid"][1]) > 0.0
     assert rows["fid"][2] == "3"
-    # the rank-deficiency warnings, one line each
+    # the rank-deficiency warning, one line, once (not once per side)
     warnings = run.stderr.strip().splitlines()
-    assert len(warnings) == 2 and all("warning: FID from 3 images with dims=64" in w for w in warnings)
+    assert len(warnings) == 1 and "warning: FID from 3 images with dims=64" in warnings[0]
+
+
+def test_all_without_fid_weights_prints_the_other_metrics_and_marks_fid_unavailable(runs):
+    for name in ("all_no_weights", "all_no_weights_json"):
+        assert runs[name].returncode == 0, runs[name]
+        assert runs[name].stderr == ""
+    rows = {line.split()[0]: line for line in runs["all_no_weights"].stdout.splitlines()}
+    assert float(rows["mse"].split()[1]) == pytest.approx(OFFSET**2)
+    assert float(rows["psnr"].split()[1]) == pytest.approx(10 * math.log10(255**2 / OFFSET**2), rel=1e-5)
+    assert "ssim" in rows
+    assert rows["fid"].split()[1:3] == ["-", "-"]
+    assert "unavailable (no Inception weights: FID Inception weights not found at nowhere.pth" in rows["fid"]
+    report = json.loads(runs["all_no_weights_json"].stdout)
+    assert report["metrics"]["fid"]["value"] is None
+    assert report["metrics"]["fid"]["unavailable"].startswith("unavailable (no Inception weights: ")
+    assert report["metrics"]["mse"]["value"] == pytest.approx(OFFSET**2)
 
 
 # ----------------------------------------------------------------------------------------------------------

@@ -24,7 +24,7 @@ from .adapters import TransformerAdapter, find_adapter
 from .adapters.declared import declare_adapter
 from .cache_types import CacheType
 from .compile import unwrap_compiled
-from .config import build_config
+from .config import OptionsObject, build_config, fit_default_blocks, merge_options
 from .runner import CacheRunner, foreign_cache_hooks, get_runner
 from .stats import CacheStats
 
@@ -174,7 +174,11 @@ def _build_runner(transformer: torch.nn.Module, options: dict[str, Any]) -> Cach
     config = build_config(**options)
     if config.cache_type is CacheType.NONE:
         return None
-    runner = CacheRunner(transformer, _resolve_adapter(transformer, adapter), config, validate=validate)
+    resolved = _resolve_adapter(transformer, adapter)
+    if resolved is not None:  # "auto" learns the block count on the first call
+        name = type(transformer).__name__
+        config = fit_default_blocks(config, len(resolved.blocks(transformer)), name, explicit=options)
+    runner = CacheRunner(transformer, resolved, config, validate=validate)
     foreign = foreign_cache_hooks(transformer)
     if foreign:
         raise RuntimeError(
@@ -202,7 +206,10 @@ def _swap_runner(transformer: torch.nn.Module, runner: CacheRunner | None) -> No
 
 
 def apply_cache_on_transformer(
-    transformer: torch.nn.Module, num_inference_steps: int | None = None, **options: Any
+    transformer: torch.nn.Module,
+    *configs: OptionsObject,
+    num_inference_steps: int | None = None,
+    **options: Any,
 ) -> torch.nn.Module:
     """Cache a bare transformer (you drive the denoising loop). Options: see `apply_cache_on_pipe`.
 
@@ -213,6 +220,7 @@ def apply_cache_on_transformer(
       shape/dtype/device, or after a marked run. A run that starts below where the previous one stopped (img2img
       after a half run) looks like its continuation: mark it. Schedulers that repeat timesteps (Heun) need a mark.
     """
+    options = merge_options(configs, options)
     if not isinstance(transformer, torch.nn.Module):
         raise TypeError(
             f"apply_cache_on_transformer expects a torch.nn.Module, got {type(transformer).__name__}"
@@ -253,12 +261,24 @@ def denoising_run(pipe_or_transformer: Any) -> Iterator[None]:
         yield
 
 
-def apply_cache_on_pipe(pipe: Any, **options: Any) -> Any:
+def apply_cache_on_pipe(pipe: Any, *configs: OptionsObject, **options: Any) -> Any:
     """Cache the denoiser(s) of a diffusers pipeline; returns the pipeline.
 
-    Options left out take `CacheType.default_options(cache_type)` (cache_type defaults to DBCache). Calling it
+    Options come as keywords, as typed options objects, or both (an option given twice raises)::
+
+        apply_cache_on_pipe(pipe, cache_type="DBCache", Fn_compute_blocks=4, residual_diff_threshold=0.1)
+        apply_cache_on_pipe(pipe, DBCacheConfig(Fn_compute_blocks=4, residual_diff_threshold=0.1),
+                            TaylorSeerConfig(enable_taylorseer=True, n_derivatives=1))
+
+    The objects (`cache_dit.DBCacheConfig`, `DBPruneConfig`, `TaylorSeerConfig`, `CFGConfig`) document every
+    option with its default and which way it trades speed for quality; see also `CacheType.default_options`.
+    Keywords: `cache_type` (DBCache default, FBCache, DBPrune, NONE), the fields of those objects, and
+    `taylorseer_kwargs={"n_derivatives": m}`. numpy scalars are accepted where a number is.
+
+    Options left out take `CacheType.default_options(cache_type)`; if the default Fn/Bn do not fit a small
+    model they shrink, with a warning naming the values used (values you give are never changed). Calling it
     again replaces the previous options; `cache_type=CacheType.NONE` removes the cache. If it raises, the
-    pipeline is exactly as it was.
+    pipeline is exactly as it was. Unknown or misplaced options raise a ValueError naming them.
 
     Besides the cache options:
         adapter: None (default: the registry, by transformer class), "auto" (the block layout is learned on the
@@ -268,6 +288,7 @@ def apply_cache_on_pipe(pipe: Any, **options: Any) -> Any:
         per_denoiser: for pipelines with several denoisers (Wan 2.2's `transformer` and `transformer_2`),
             `{name: {option overrides}}`, or `{name: False}` to leave one uncached.
     """
+    options = merge_options(configs, options)
     if "num_inference_steps" in options:
         raise ValueError(
             "num_inference_steps is an option of apply_cache_on_transformer (bare transformers); a pipeline call "
@@ -303,6 +324,7 @@ def apply_cache_on_pipe(pipe: Any, **options: Any) -> Any:
 
 def disable_cache(pipe_or_transformer: Any) -> Any:
     """Remove the cache: forwards, block lists and the pipeline class are restored exactly."""
+    _check_pipe_or_transformer(pipe_or_transformer, "disable_cache")
     modules = [pipe_or_transformer]
     if not isinstance(pipe_or_transformer, torch.nn.Module):
         names = type(pipe_or_transformer).__dict__.get(_DENOISERS_MARK, ("transformer",))
@@ -322,8 +344,19 @@ def summary(pipe_or_transformer: Any, denoiser: str = "transformer") -> CacheSta
 
     `denoiser` picks another denoiser of a pipeline that has several (e.g. "transformer_2" in Wan 2.2).
     """
+    _check_pipe_or_transformer(pipe_or_transformer, "summary")
     transformer = pipe_or_transformer
     if not isinstance(pipe_or_transformer, torch.nn.Module):
         transformer = getattr(pipe_or_transformer, denoiser, None)
     runner = get_runner(transformer)
     return runner.stats() if runner is not None else CacheStats()
+
+
+def _check_pipe_or_transformer(obj: Any, verb: str) -> None:
+    """TypeError for anything that is neither a torch module nor a pipeline holding a `transformer` module."""
+    if isinstance(obj, torch.nn.Module) or isinstance(getattr(obj, "transformer", None), torch.nn.Module):
+        return
+    raise TypeError(
+        f"{verb} expects a diffusers pipeline with a `transformer` module or a transformer (torch.nn.Module), "
+        f"got {type(obj).__name__}"
+    )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import builtins
+import numbers
 from enum import Enum
 from typing import Any
 
@@ -118,8 +119,9 @@ class CacheType(str, Enum):
         Handy for `Bn_compute_blocks_ids`: `CacheType.range(0, 8, 3) == [0, 3, 6, 7]`.
         """
         for name, value in (("start", start), ("end", end), ("step", step)):
-            if isinstance(value, bool) or not isinstance(value, int):
+            if isinstance(value, bool) or not isinstance(value, numbers.Integral):
                 raise TypeError(f"CacheType.range: {name} must be an int, got {value!r}")
+        start, end, step = int(start), int(end), int(step)  # numpy integers too
         if step <= 0:
             raise ValueError(f"CacheType.range: step must be >= 1, got {step}")
         if end <= 0 or start < 0 or start >= end:

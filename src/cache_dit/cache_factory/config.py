@@ -7,13 +7,17 @@ blocks, block ids in range) live in `CacheConfig.check_blocks`, called once the 
 
 from __future__ import annotations
 
+import dataclasses
 import difflib
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any
 
+import numpy as np
+
+from .._warnings import warn_at_caller
 from .cache_types import CacheType
 
 
@@ -27,6 +31,28 @@ class TaylorSeerCacheType(str, Enum):
 # ----------------------------------------------------------------------------------------------------------
 # Field checks (user input: never `assert`)
 # ----------------------------------------------------------------------------------------------------------
+
+
+def _plain(value: Any) -> Any:
+    """numpy scalars (and 0-d / 1-d arrays) as the Python numbers they hold; lists, tuples, dicts inside."""
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, np.ndarray) and value.ndim <= 1:
+        return value.tolist()
+    if isinstance(value, (list, tuple)):
+        return type(value)(_plain(v) for v in value)
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    return value
+
+
+def _plain_fields(config: Any) -> None:
+    """Replace numpy scalars in a frozen dataclass's fields by Python numbers (before the checks)."""
+    for f in dataclasses.fields(config):
+        value = getattr(config, f.name)
+        plain = _plain(value)
+        if plain is not value:
+            object.__setattr__(config, f.name, plain)
 
 
 def _check_int(name: str, value: Any, minimum: int | None = None, allow_minus_one: bool = False) -> None:
@@ -104,6 +130,7 @@ class DBCacheConfig:
     non_compute_blocks_diff_threshold: float = 0.08
 
     def __post_init__(self) -> None:
+        _plain_fields(self)
         _check_int("Fn_compute_blocks", self.Fn_compute_blocks, minimum=1)
         _check_int("Bn_compute_blocks", self.Bn_compute_blocks, minimum=0)
         _check_float("residual_diff_threshold", self.residual_diff_threshold)
@@ -116,6 +143,11 @@ class DBCacheConfig:
         if self.Bn_compute_blocks_ids is not None:
             ids = _check_ids("Bn_compute_blocks_ids", self.Bn_compute_blocks_ids)
             bad = [i for i in ids if i >= self.Bn_compute_blocks]
+            if bad and self.Bn_compute_blocks == 0:
+                raise ValueError(
+                    f"Bn_compute_blocks_ids={list(ids)} needs Bn_compute_blocks >= 1 (it selects among the last "
+                    "Bn_compute_blocks blocks, and Bn_compute_blocks=0); use None or raise Bn_compute_blocks"
+                )
             if bad:
                 raise ValueError(
                     f"Bn_compute_blocks_ids={list(ids)} has ids {bad} outside the last "
@@ -156,6 +188,7 @@ class DBPruneConfig:
     non_prune_blocks_ids: tuple[int, ...] = ()
 
     def __post_init__(self) -> None:
+        _plain_fields(self)
         _check_float("residual_diff_threshold", self.residual_diff_threshold)
         _check_int("Fn_compute_blocks", self.Fn_compute_blocks, minimum=0)
         _check_int("Bn_compute_blocks", self.Bn_compute_blocks, minimum=0)
@@ -193,6 +226,7 @@ class TaylorSeerConfig:
     n_derivatives: int = 2  # order m of the expansion; 0 = plain reuse
 
     def __post_init__(self) -> None:
+        _plain_fields(self)
         _check_bool("enable_taylorseer", self.enable_taylorseer)
         _check_bool("enable_encoder_taylorseer", self.enable_encoder_taylorseer)
         value = self.taylorseer_cache_type
@@ -227,6 +261,7 @@ class CFGConfig:
     cfg_diff_compute_separate: bool = True
 
     def __post_init__(self) -> None:
+        _plain_fields(self)
         if self.do_separate_classifier_free_guidance is not None:
             _check_bool("do_separate_classifier_free_guidance", self.do_separate_classifier_free_guidance)
         _check_bool("cfg_compute_first", self.cfg_compute_first)
@@ -287,6 +322,7 @@ _ALL_KEYS = {"cache_type"} | _DBCACHE_KEYS | _DBPRUNE_KEYS | _TAYLORSEER_KEYS | 
 
 def build_config(**options: Any) -> CacheConfig:
     """Validate `**options` into a `CacheConfig`. Left-out options take `CacheType.default_options`."""
+    options = {key: _plain(value) for key, value in options.items()}
     cache_type = CacheType.type(options.get("cache_type", CacheType.DBCache))
     unknown = sorted(set(options) - _ALL_KEYS)
     if unknown:
@@ -299,6 +335,11 @@ def build_config(**options: Any) -> CacheConfig:
     misplaced = sorted(
         k for k in options if k not in defaults and k != "cache_type" and k not in _PARALLEL_KEYS
     )
+    if misplaced and cache_type is CacheType.NONE:
+        raise ValueError(
+            f"option {misplaced[0]!r} does not apply to cache_type=NONE, which takes no other options "
+            "(it removes the cache)"
+        )
     if misplaced:
         raise ValueError(
             f"option {misplaced[0]!r} does not apply to cache_type={cache_type.value}; "
@@ -344,3 +385,137 @@ def build_config(**options: Any) -> CacheConfig:
         n_derivatives=ts_kwargs.get("n_derivatives", 2),
     )
     return CacheConfig(cache_type=cache_type, dbcache=db, taylorseer=taylorseer, cfg=cfg, options=resolved)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Config objects alongside **options, and defaults that fit small models
+# ----------------------------------------------------------------------------------------------------------
+
+OptionsObject = DBCacheConfig | DBPruneConfig | TaylorSeerConfig | CFGConfig | CacheConfig
+_OBJECT_CACHE_TYPE = {DBCacheConfig: CacheType.DBCache, DBPruneConfig: CacheType.DBPrune}
+
+
+def _object_options(obj: Any) -> dict[str, Any]:
+    """The options an options object sets: its fields that differ from the dataclass defaults.
+
+    Fields left at their default are left out, so they take the cache type's defaults exactly as a left-out
+    keyword does (and may adapt to a small model, see `fit_default_blocks`).
+    """
+    if isinstance(obj, CacheConfig):
+        return {k: v for k, v in obj.options.items() if k != "cache_type"}
+    out: dict[str, Any] = {}
+    for f in dataclasses.fields(obj):
+        value, default = getattr(obj, f.name), f.default
+        if isinstance(obj, DBPruneConfig) and f.name == "max_dynamic_prune_threshold":
+            default = 2.0 * obj.residual_diff_threshold  # None was resolved to this in __post_init__
+        if isinstance(obj, DBCacheConfig) and f.name == "Bn_compute_blocks_ids" and value is not None:
+            value = list(value)
+        if value == default:
+            continue
+        if isinstance(obj, TaylorSeerConfig) and f.name == "n_derivatives":
+            out["taylorseer_kwargs"] = {"n_derivatives": value}
+        elif isinstance(obj, TaylorSeerConfig) and f.name == "taylorseer_cache_type":
+            out[f.name] = TaylorSeerCacheType(value).value
+        else:
+            out[f.name] = value
+    return out
+
+
+def merge_options(objects: Sequence[Any], options: Mapping[str, Any]) -> dict[str, Any]:
+    """Turn options objects (`DBCacheConfig(...)`, `TaylorSeerConfig(...)`, ...) plus keywords into one dict.
+
+    An object of each kind at most; an option set both by an object and as a keyword raises (nothing is
+    silently overridden); `DBCacheConfig` means cache_type DBCache and `DBPruneConfig` DBPrune (a `cache_type`
+    keyword must agree). The result goes through `build_config`, so it is validated like keywords.
+    """
+    merged = dict(options)
+    seen: dict[type, Any] = {}
+    object_type: CacheType | None = None
+    for obj in objects:
+        kind = type(obj)
+        if kind not in (DBCacheConfig, DBPruneConfig, TaylorSeerConfig, CFGConfig, CacheConfig):
+            raise TypeError(
+                f"options objects must be DBCacheConfig, DBPruneConfig, TaylorSeerConfig, CFGConfig or "
+                f"CacheConfig, got {kind.__name__}: {obj!r} (other options go as keywords)"
+            )
+        if kind in seen:
+            raise TypeError(f"got two {kind.__name__} objects; pass one of each kind")
+        seen[kind] = obj
+        implied = obj.cache_type if isinstance(obj, CacheConfig) else _OBJECT_CACHE_TYPE.get(kind)
+        if implied is not None:
+            if object_type is not None and object_type is not implied:
+                raise ValueError(
+                    f"{kind.__name__} (cache_type={implied.value}) conflicts with an options object for "
+                    f"cache_type={object_type.value}; pass one algorithm"
+                )
+            object_type = implied
+        for key, value in _object_options(obj).items():
+            if key in merged:
+                raise ValueError(
+                    f"option {key!r} is given twice: {value!r} in {kind.__name__} and {merged[key]!r} "
+                    f"as a keyword (or in another object); give it once"
+                )
+            merged[key] = value
+    if object_type is not None:
+        if "cache_type" in options and CacheType.type(options["cache_type"]) is not object_type:
+            raise ValueError(
+                f"cache_type={CacheType.type(options['cache_type']).value} conflicts with the options object "
+                f"for cache_type={object_type.value}; leave cache_type out"
+            )
+        merged["cache_type"] = object_type
+    return merged
+
+
+def fit_default_blocks(
+    config: CacheConfig, num_blocks: int, model_name: str, explicit: Collection[str]
+) -> CacheConfig:
+    """Shrink *defaulted* Fn/Bn to a model with fewer blocks than they need, with a warning naming the values.
+
+    The defaults (Fn=8, Bn=8) are sized for FLUX.1-dev's 57 blocks. When Fn + Bn exceeds the model's blocks
+    and the user left one or both out, the left-out ones shrink (both left out: Fn = Bn = max(1, blocks // 4);
+    one left out: it shrinks to leave at least one middle block). Values the user gave are never changed:
+    if they do not fit, `CacheConfig.check_blocks` raises. Also warns when DBPrune has no prunable block.
+    """
+    block_cfg = config.dbcache or config.dbprune
+    if block_cfg is None:
+        return config
+    fn, bn = config.Fn, config.Bn
+    if fn + bn > num_blocks:
+        fn_default = "Fn_compute_blocks" not in explicit
+        bn_default = "Bn_compute_blocks" not in explicit and "Bn_compute_blocks_ids" not in explicit
+        min_fn = 1 if config.dbcache is not None else 0
+        if fn_default and bn_default:
+            fn = bn = max(1, num_blocks // 4)
+            bn = max(0, min(bn, num_blocks - fn))
+        elif fn_default:
+            fn = max(min_fn, min(fn, num_blocks - bn - 1))
+        elif bn_default:
+            bn = max(0, min(bn, num_blocks - fn - 1))
+        if (fn, bn) == (config.Fn, config.Bn) or fn + bn > num_blocks:
+            return config  # explicit values that do not fit: check_blocks raises
+        defaulted = [
+            n for n, d in (("Fn_compute_blocks", fn_default), ("Bn_compute_blocks", bn_default)) if d
+        ]
+        warn_at_caller(
+            f"cache-dit: Fn_compute_blocks + Bn_compute_blocks = {config.Fn} + {config.Bn} (default: "
+            f"{', '.join(defaulted)}) exceeds the {num_blocks} transformer blocks of {model_name}; using "
+            f"Fn_compute_blocks={fn}, Bn_compute_blocks={bn} (pass both to choose)",
+            UserWarning,
+        )
+        block_cfg = dataclasses.replace(block_cfg, Fn_compute_blocks=fn, Bn_compute_blocks=bn)
+        options = {**config.options, "Fn_compute_blocks": fn, "Bn_compute_blocks": bn}
+        if config.dbcache is not None:
+            config = dataclasses.replace(config, dbcache=block_cfg, options=options)
+        else:
+            config = dataclasses.replace(config, dbprune=block_cfg, options=options)
+    prune = config.dbprune
+    if prune is not None and prune.residual_diff_threshold > 0 and fn + bn <= num_blocks:
+        never = set(prune.non_prune_blocks_ids)
+        if not [i for i in range(fn, num_blocks - bn) if i not in never]:
+            warn_at_caller(
+                f"cache-dit: DBPrune has no block to prune on {model_name}: its {num_blocks} blocks are all "
+                f"first/last compute blocks (Fn_compute_blocks={fn}, Bn_compute_blocks={bn}) or in "
+                f"non_prune_blocks_ids={sorted(never)}; lower them to prune anything",
+                UserWarning,
+            )
+    return config

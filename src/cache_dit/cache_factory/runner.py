@@ -24,14 +24,15 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import logging
 import threading
-import warnings
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
 import torch
 
+from .._warnings import warn_at_caller
 from ..parallel.groups import DecisionSync
 from .adapters import BlockIO, TransformerAdapter
 from .adapters.declared import timestep_spec
@@ -43,6 +44,7 @@ from .state import BlockBuffers, BranchState, CallState, layout, same_layout
 from .stats import CacheStats
 
 RUNNER_ATTR = "_cache_dit_runner"
+_log = logging.getLogger(__name__)  # "cache_dit...": per-step decisions at DEBUG, see cache_dit.set_verbose
 
 # diffusers' own step caches (hooks registered by `transformer.enable_cache(...)` / `apply_*_cache`): stacked
 # with ours, both skip work and the errors add up. Other diffusers hooks (group offloading, layerwise casting,
@@ -793,6 +795,13 @@ class CacheRunner:
             if shared:
                 self.call.step_decisions[step] = cached
         p.cached = cached
+        _log.debug(
+            "step %d %s: diff %.4f, %s",
+            step,
+            branch.name,
+            branch.residual_diffs.get(step, float("nan")),
+            "cached" if cached else "computed",
+        )
         if cached:
             branch.cached_steps.append(step)
             branch.continuous_cached += 1
@@ -975,6 +984,15 @@ class CacheRunner:
                         cfg.max_dynamic_prune_threshold,
                     )
                 p.prune_diffs.append(diff)
+                _log.debug(
+                    "step %d %s block %d: diff %.4g, threshold %.4g, %s",
+                    p.step,
+                    branch.name,
+                    idx,
+                    diff,
+                    threshold,
+                    "pruned" if is_similar(diff, threshold) else "computed",
+                )
                 if is_similar(diff, threshold):
                     p.pruned += 1
                     return self._output(idx, io, *self._reuse_block(io, stored, hidden, encoder))
@@ -1029,7 +1047,7 @@ class CacheRunner:
         """Once per call (run): a later call with the same fault warns again."""
         if key not in self.call.warned:
             self.call.warned.add(key)
-            warnings.warn(f"cache-dit: {message}", RuntimeWarning, stacklevel=3)
+            warn_at_caller(f"cache-dit: {message}", RuntimeWarning)  # points at the user's line
 
 
 def _first_tensor(out: Any) -> torch.Tensor:

@@ -97,9 +97,23 @@ def _inputs(parser: argparse.ArgumentParser, args: argparse.Namespace) -> tuple[
     if given_videos:
         if None in videos:
             parser.error("videos need both -v1/--video-true and -v2/--video-test")
+        from .sources import IMAGE_EXTENSIONS
+
+        for flag, value in (("-v1", args.video_true), ("-v2", args.video_test)):
+            if os.path.splitext(value)[1].lower() in IMAGE_EXTENSIONS:
+                parser.error(
+                    f"{flag} {value} is an image; compare images with -i1/--img-true and -i2/--img-test"
+                )
         return args.video_true, args.video_test, True
     if None in images:
         parser.error("give -i1/--img-true and -i2/--img-test, or -v1/--video-true and -v2/--video-test")
+    from .sources import VIDEO_EXTENSIONS
+
+    for flag, value in (("-i1", args.img_true), ("-i2", args.img_test)):
+        if os.path.splitext(value)[1].lower() in VIDEO_EXTENSIONS:
+            parser.error(
+                f"{flag} {value} is a video; compare videos with -v1/--video-true and -v2/--video-test"
+            )
     return args.img_true, args.img_test, False
 
 
@@ -109,28 +123,35 @@ def _format_value(value: float) -> str:
     return f"{value:.6g}"
 
 
-def _json_value(value: float) -> float | str:
+def _json_value(value: float | None) -> float | str | None:
     return "inf" if value == float("inf") else value
 
 
 def _evaluate(args: argparse.Namespace, true: str, test: str, video: bool) -> dict[str, Any]:
-    from .fid import FrechetInceptionDistance
+    from .fid import FrechetInceptionDistance, MissingInceptionWeightsError
     from .pairwise import PairwiseMetric, measure_images, measure_videos
 
     requested = set(args.metrics)
+    fid_optional = "all" in requested and "fid" not in requested  # `all` without weights: FID unavailable
     if "all" in requested:
         requested = {"psnr", "ssim", "mse", "fid"}
     pairwise = [m for m in PairwiseMetric if m.value in requested]
 
     # Build the FID network first: missing weights should fail before minutes of PSNR/SSIM.
     fid = None
+    fid_unavailable = None
     if "fid" in requested:
-        fid = FrechetInceptionDistance(
-            device=args.device,
-            dims=args.dims,
-            batch_size=args.batch_size,
-            weights_path=args.inception_weights,
-        )
+        try:
+            fid = FrechetInceptionDistance(
+                device=args.device,
+                dims=args.dims,
+                batch_size=args.batch_size,
+                weights_path=args.inception_weights,
+            )
+        except MissingInceptionWeightsError as error:
+            if not fid_optional:
+                raise
+            fid_unavailable = f"unavailable (no Inception weights: {' '.join(str(error).split())})"
 
     report: dict[str, Any] = {
         "kind": "video" if video else "image",
@@ -158,6 +179,8 @@ def _evaluate(args: argparse.Namespace, true: str, test: str, video: bool) -> di
             "n_test": result.n_test,
             "dims": args.dims,
         }
+    if fid_unavailable is not None:
+        report["metrics"]["fid"] = {"value": None, "n": 0, "unavailable": fid_unavailable}
     return report
 
 
@@ -168,6 +191,9 @@ def _print_table(report: dict[str, Any]) -> None:
         note = ""
         if entry.get("n_identical"):
             note = f"{entry['n_identical']} identical {unit} (PSNR inf) left out of the mean"
+        if entry.get("unavailable"):
+            rows.append((name, "-", "-", entry["unavailable"]))
+            continue
         if name == "fid":
             unit_fid = "frames" if report["kind"] == "video" else "images"
             note = f"{entry['n_true']} vs {entry['n_test']} {unit_fid}, dims={entry['dims']}"

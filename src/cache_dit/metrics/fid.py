@@ -30,6 +30,7 @@ import cv2
 import numpy as np
 from tqdm.auto import tqdm
 
+from .._warnings import warn_at_caller
 from .sources import (
     IMAGE_EXTENSIONS,
     VIDEO_EXTENSIONS,
@@ -236,7 +237,7 @@ def frechet_distance(a: ActivationStatistics, b: ActivationStatistics) -> float:
         warnings.simplefilter("ignore", LinAlgWarning)
         distance = float(calculate_frechet_distance(a.mean, a.covariance, b.mean, b.covariance))
     if printed.getvalue().strip():
-        warnings.warn(f"pytorch-fid: {printed.getvalue().strip()}", UserWarning, stacklevel=2)
+        warn_at_caller(f"pytorch-fid: {printed.getvalue().strip()}", UserWarning)
     return max(distance, 0.0)
 
 
@@ -309,10 +310,13 @@ class FrechetInceptionDistance:
                 features = adaptive_avg_pool2d(features, output_size=(1, 1))
         return features.flatten(1).double().cpu().numpy()  # (B, D)
 
-    def statistics(self, images: Iterable[np.ndarray], total: int | None = None) -> ActivationStatistics:
+    def statistics(
+        self, images: Iterable[np.ndarray], total: int | None = None, *, warn: bool = True
+    ) -> ActivationStatistics:
         """Activation statistics of (3, H, W) float32 RGB images in [0, 1], streamed in batches.
 
-        Consecutive images of one size share a batch; a size change starts a new one.
+        Consecutive images of one size share a batch; a size change starts a new one. `warn`: warn when the
+        images are too few for a full-rank covariance (`measure` warns once for both sides instead).
         """
         moments = RunningMoments(self.dims)
         batch: list[np.ndarray] = []
@@ -325,25 +329,30 @@ class FrechetInceptionDistance:
         if batch:
             moments.update(self._features(batch))
         statistics = moments.statistics()
-        if statistics.n <= self.dims:
-            warnings.warn(
-                f"FID from {statistics.n} images with dims={self.dims}: the covariance has rank at most "
-                f"{statistics.n - 1} < {self.dims}, so the score is biased and unstable; use more than "
-                f"{self.dims} images per side for a meaningful FID",
-                UserWarning,
-                stacklevel=3,
-            )
+        if warn:
+            self._warn_few_samples(statistics.n)
         return statistics
 
-    def image_statistics(self, source: ImageInput) -> ActivationStatistics:
+    def _warn_few_samples(self, n: int) -> None:
+        if n <= self.dims:
+            warn_at_caller(
+                f"FID from {n} images with dims={self.dims}: the covariance has rank at most "
+                f"{n - 1} < {self.dims}, so the score is biased and unstable; use more than "
+                f"{self.dims} images per side for a meaningful FID",
+                UserWarning,
+            )
+
+    def image_statistics(self, source: ImageInput, *, warn: bool = True) -> ActivationStatistics:
         """Statistics of an image file, a directory of images (recursive), or an RGB array (N, H, W, C)."""
         if isinstance(source, np.ndarray):
             batch = as_image_batch(source, "images")
-            return self.statistics((_unit_rgb_chw(image, bgr=False) for image in batch), len(batch))
+            return self.statistics(
+                (_unit_rgb_chw(image, bgr=False) for image in batch), len(batch), warn=warn
+            )
         paths = _source_files(source, IMAGE_EXTENSIONS, "image")
-        return self.statistics((_unit_rgb_chw(read_image(p), bgr=True) for p in paths), len(paths))
+        return self.statistics((_unit_rgb_chw(read_image(p), bgr=True) for p in paths), len(paths), warn=warn)
 
-    def video_statistics(self, source: PathLike) -> ActivationStatistics:
+    def video_statistics(self, source: PathLike, *, warn: bool = True) -> ActivationStatistics:
         """Statistics of all frames of a video file or of every video in a directory (recursive)."""
         paths = _source_files(source, VIDEO_EXTENSIONS, "video")
 
@@ -352,16 +361,15 @@ class FrechetInceptionDistance:
                 for frame in iter_video_frames(path):
                     yield _unit_rgb_chw(frame, bgr=True)
 
-        return self.statistics(frames())
+        return self.statistics(frames(), warn=warn)
 
     # -- distances -----------------------------------------------------------------------------------------
 
     def measure(self, true: ImageInput, test: ImageInput, *, video: bool = False) -> FidResult:
         """FID between two image sets (`video=False`) or two video sets, with each side's count."""
-        if video:
-            true_stats, test_stats = self.video_statistics(true), self.video_statistics(test)
-        else:
-            true_stats, test_stats = self.image_statistics(true), self.image_statistics(test)
+        side = self.video_statistics if video else self.image_statistics
+        true_stats, test_stats = side(true, warn=False), side(test, warn=False)
+        self._warn_few_samples(min(true_stats.n, test_stats.n))  # once, not once per side
         return FidResult(frechet_distance(true_stats, test_stats), true_stats.n, test_stats.n)
 
     def compute_fid(self, true: ImageInput, test: ImageInput) -> tuple[float, int]:

@@ -12,7 +12,6 @@ error.
 from __future__ import annotations
 
 import os
-import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass
 from itertools import zip_longest
@@ -20,6 +19,8 @@ from pathlib import Path
 
 import cv2
 import numpy as np
+
+from .._warnings import warn_at_caller
 
 PathLike = str | os.PathLike
 ImageInput = str | os.PathLike | np.ndarray  # an image file, a directory of them, or an array
@@ -130,14 +131,13 @@ def pair_paths(true: PathLike, test: PathLike, extensions: frozenset[str], kind:
             f"{_examples(tuple(test_files))})"
         )
     if only_in_true or only_in_test:
-        warnings.warn(
+        warn_at_caller(
             f"skipping {len(only_in_true)} {kind}(s) only in {true_path}"
             + (f" ({_examples(only_in_true)})" if only_in_true else "")
             + f" and {len(only_in_test)} only in {test_path}"
             + (f" ({_examples(only_in_test)})" if only_in_test else "")
             + f"; comparing {len(common)} pairs",
             UserWarning,
-            stacklevel=3,
         )
     pairs = tuple((name, true_files[name], test_files[name]) for name in common)
     return Pairing(pairs=pairs, only_in_true=only_in_true, only_in_test=only_in_test)
