@@ -3,45 +3,12 @@
 from . import register_family
 
 # single; CFG: unknown
-register_family(
-    "AceStepTransformer1DModel",
-    blocks=["layers"],
-    hidden="hidden_states",
-    encoder="encoder_hidden_states",
-    returns="hidden",
-)
-
+register_family("AceStepTransformer1DModel", blocks=["layers"])
 # single; CFG: unknown
-register_family(
-    "StableAudio3DiTModel",
-    blocks=["transformer_blocks"],
-    hidden="hidden_states",
-    encoder="context",
-    returns="hidden",
-)
-
+register_family("StableAudio3DiTModel", blocks=["transformer_blocks"], encoder="context")
 # single; CFG: batched
-register_family(
-    "StableAudioDiTModel",
-    blocks=["transformer_blocks"],
-    hidden="hidden_states",
-    encoder="encoder_hidden_states",
-    returns="hidden",
-)
-
+register_family("StableAudioDiTModel", blocks=["transformer_blocks"])
 # single; CFG: unknown
-register_family(
-    "LongCatAudioDiTTransformer",
-    blocks=["blocks"],
-    hidden="hidden_states",
-    encoder="cond",
-    returns="hidden",
-)
-
+register_family("LongCatAudioDiTTransformer", blocks=["blocks"], encoder="cond")
 # single; CFG: unknown
-register_family(
-    "MiniMaxMusic3Transformer1DModel",
-    blocks=["transformer_blocks"],
-    hidden="hidden_states",
-    returns="hidden",
-)
+register_family("MiniMaxMusic3Transformer1DModel", blocks=["transformer_blocks"])

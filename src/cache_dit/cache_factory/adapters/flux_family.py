@@ -8,82 +8,38 @@ from . import register_family
 register_family(
     "BriaTransformer2DModel",
     blocks=["transformer_blocks", "single_transformer_blocks"],
-    hidden="hidden_states",
-    encoder="encoder_hidden_states",
     returns=("encoder", "hidden"),
 )
-
 # two_stream; CFG: unknown
 register_family(
     "LongCatImageTransformer2DModel",
     blocks=["transformer_blocks", "single_transformer_blocks"],
-    hidden="hidden_states",
-    encoder="encoder_hidden_states",
     returns=("encoder", "hidden"),
 )
-
 # two_stream; CFG: unknown
 register_family(
     "OvisImageTransformer2DModel",
     blocks=["transformer_blocks", "single_transformer_blocks"],
-    hidden="hidden_states",
-    encoder="encoder_hidden_states",
     returns=("encoder", "hidden"),
 )
-
 # segments; CFG: separate; beside the cache: distilled_guidance_layer.layers
 register_family(
     "ChromaTransformer2DModel",
-    blocks=[
-        {
-            "path": "transformer_blocks",
-            "hidden": "hidden_states",
-            "encoder": "encoder_hidden_states",
-            "returns": ("encoder", "hidden"),
-        },
-        {"path": "single_transformer_blocks", "hidden": "hidden_states", "returns": "hidden"},
-    ],
+    blocks=[{"path": "transformer_blocks", "returns": ("encoder", "hidden")}, "single_transformer_blocks"],
     separate_cfg=True,
 )
-
 # segments; CFG: guidance_embed
 register_family(
     "Flux2Transformer2DModel",
-    blocks=[
-        {
-            "path": "transformer_blocks",
-            "hidden": "hidden_states",
-            "encoder": "encoder_hidden_states",
-            "returns": ("encoder", "hidden"),
-        },
-        {"path": "single_transformer_blocks", "hidden": "hidden_states", "returns": "hidden"},
-    ],
+    blocks=[{"path": "transformer_blocks", "returns": ("encoder", "hidden")}, "single_transformer_blocks"],
 )
-
 # module_dict; CFG: unknown; beside the cache: txt_mode_blocks
 register_family(
     "Flux3Transformer2DModel",
-    blocks=[
-        {"path": "mode_blocks.image", "hidden": "hidden_states", "returns": "hidden"},
-        {
-            "path": "single_transformer_blocks",
-            "hidden": "hidden_states",
-            "encoder": "encoder_hidden_states",
-            "returns": ("encoder", "hidden"),
-        },
-    ],
+    blocks=["mode_blocks.image", {"path": "single_transformer_blocks", "returns": ("encoder", "hidden")}],
 )
-
 # segments; CFG: unknown; beside the cache: caption_projection
 register_family(
     "BriaFiboTransformer2DModel",
-    blocks=[
-        {
-            "path": "transformer_blocks",
-            "hidden": "hidden_states",
-            "encoder": "encoder_hidden_states",
-            "returns": ("encoder", "hidden"),
-        },
-        {"path": "single_transformer_blocks", "hidden": "hidden_states", "returns": "hidden"},
-    ],
+    blocks=[{"path": "transformer_blocks", "returns": ("encoder", "hidden")}, "single_transformer_blocks"],
 )

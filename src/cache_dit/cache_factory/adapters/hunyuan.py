@@ -8,37 +8,21 @@ from . import register_family
 register_family(
     "HunyuanImageTransformer2DModel",
     blocks=["transformer_blocks", "single_transformer_blocks"],
-    hidden="hidden_states",
-    encoder="encoder_hidden_states",
     returns=("hidden", "encoder"),
     separate_cfg=True,
 )
-
 # helper_lists; CFG: separate; beside the cache: context_embedder.token_refiner.refiner_blocks
 register_family(
     "HunyuanVideo15Transformer3DModel",
     blocks=["transformer_blocks"],
-    hidden="hidden_states",
-    encoder="encoder_hidden_states",
     returns=("hidden", "encoder"),
     separate_cfg=True,
 )
-
 # helper_lists; CFG: guidance_embed; beside the cache: context_embedder.token_refiner.refiner_blocks
 register_family(
     "HunyuanVideoFramepackTransformer3DModel",
     blocks=["transformer_blocks", "single_transformer_blocks"],
-    hidden="hidden_states",
-    encoder="encoder_hidden_states",
     returns=("hidden", "encoder"),
 )
-
 # long_skips; CFG: batched
-register_family(
-    "HunyuanDiT2DModel",
-    blocks=["blocks"],
-    hidden="hidden_states",
-    encoder="encoder_hidden_states",
-    returns="hidden",
-    long_skips=True,
-)
+register_family("HunyuanDiT2DModel", blocks=["blocks"], long_skips=True)
