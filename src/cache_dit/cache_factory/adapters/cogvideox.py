@@ -4,27 +4,12 @@
 layout are the same, so one adapter serves both, text-to-video and image-to-video.
 """
 
-from diffusers import CogVideoXTransformer3DModel
+from . import register_family
 
-from . import ArgSpec, BlockIO, TransformerAdapter, register_adapter
-
-# block(hidden_states, encoder_hidden_states, temb, image_rotary_emb, attention_kwargs)
-#   -> (hidden_states, encoder_hidden_states)
-_COGVIDEOX_BLOCK = BlockIO(
-    hidden_arg=ArgSpec("hidden_states", 0),
-    encoder_arg=ArgSpec("encoder_hidden_states", 1),
-    hidden_out=0,
-    encoder_out=1,
-    num_outputs=2,
-)
-
-register_adapter(
-    CogVideoXTransformer3DModel,
-    TransformerAdapter(
-        name="CogVideoX",
-        block_lists=(("transformer_blocks", _COGVIDEOX_BLOCK),),
-        timestep_arg=ArgSpec("timestep", 2),
-        separate_cfg=False,  # the pipelines batch cond/uncond into one call marked "cond_uncond"
-        pipelines=("CogVideoXPipeline", "CogVideoXImageToVideoPipeline"),
-    ),
+register_family(
+    "CogVideoXTransformer3DModel",
+    pipelines=("CogVideoXPipeline", "CogVideoXImageToVideoPipeline"),
+    name="CogVideoX",
+    blocks=["transformer_blocks"],
+    returns=("hidden", "encoder"),  # the pipelines batch cond/uncond into one call marked "cond_uncond"
 )

@@ -5,27 +5,12 @@ Every block returns (hidden_states, encoder_hidden_states). The last block is bu
 the shared layout below holds for it too (a cached or pruned last block adds a zero text residual).
 """
 
-from diffusers import MochiTransformer3DModel
+from . import register_family
 
-from . import ArgSpec, BlockIO, TransformerAdapter, register_adapter
-
-# block(hidden_states, encoder_hidden_states, temb, encoder_attention_mask, image_rotary_emb)
-#   -> (hidden_states, encoder_hidden_states)
-_MOCHI_BLOCK = BlockIO(
-    hidden_arg=ArgSpec("hidden_states", 0),
-    encoder_arg=ArgSpec("encoder_hidden_states", 1),
-    hidden_out=0,
-    encoder_out=1,
-    num_outputs=2,
-)
-
-register_adapter(
-    MochiTransformer3DModel,
-    TransformerAdapter(
-        name="Mochi",
-        block_lists=(("transformer_blocks", _MOCHI_BLOCK),),
-        timestep_arg=ArgSpec("timestep", 2),
-        separate_cfg=False,  # MochiPipeline batches cond/uncond into one call marked "cond_uncond"
-        pipelines=("MochiPipeline",),
-    ),
+register_family(
+    "MochiTransformer3DModel",
+    pipelines=("MochiPipeline",),
+    name="Mochi",
+    blocks=["transformer_blocks"],
+    returns=("hidden", "encoder"),  # MochiPipeline batches cond/uncond into one call marked "cond_uncond"
 )
