@@ -15,6 +15,7 @@ import contextlib
 import io
 import os
 import platform
+import re
 import statistics
 import time
 from collections.abc import Callable
@@ -597,8 +598,33 @@ def write_outputs(
         "![profile](residual_profile.png)",
         "",
     ]
-    (out / "RESULTS.md").write_text("\n".join(lines))
-    print(f"wrote {out / 'RESULTS.md'}")
+    write_results(out / "RESULTS.md", lines)
+
+
+# Sections of RESULTS.md that other bench scripts own, between their marker comments; regenerating the file
+# keeps them verbatim, after our own content.
+OWNED_SECTION = re.compile(r"<!-- ?([\w-]+): ?start -->.*?<!-- ?\1: ?end -->", re.DOTALL)
+
+
+def owned_sections(text: str) -> list[str]:
+    """The marker-delimited sections of `text` (in order), each from its start marker to its end marker."""
+    return [match.group(0) for match in OWNED_SECTION.finditer(text)]
+
+
+def write_results(path: Path, lines: list[str], keep_names: tuple[str, ...] = ()) -> None:
+    """Write RESULTS.md from `lines`, re-inserting at the end the sections other scripts own (kept verbatim).
+    `keep_names` lists marker names that `lines` itself provides (those are not copied from the old file)."""
+    old = path.read_text() if path.exists() else ""
+    kept = [
+        section
+        for section in owned_sections(old)
+        if OWNED_SECTION.match(section).group(1) not in keep_names  # type: ignore[union-attr]
+    ]
+    text = "\n".join(lines).rstrip("\n") + "\n"
+    if kept:
+        text += "\n" + "\n\n".join(kept) + "\n"
+    path.write_text(text)
+    print(f"wrote {path} (kept {len(kept)} section(s) owned by other scripts)")
 
 
 if __name__ == "__main__":
