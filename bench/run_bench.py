@@ -15,7 +15,9 @@ import contextlib
 import io
 import os
 import platform
+import re
 import statistics
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -29,6 +31,9 @@ import cache_dit
 from cache_dit.cache_factory import apply_cache_on_pipe
 from cache_dit.metrics import compute_psnr, compute_ssim
 from cache_dit.testing import testbed
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from peers import flux_raw_vision, flux_sea_cache_context  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
 STEPS = 28
@@ -52,6 +57,7 @@ class Method:
     label: str  # the setting within the method
     apply: Callable[[Any], None]
     remove: Callable[[Any], None]
+    context: Callable[[Any], contextlib.AbstractContextManager[Any]] = lambda pipe: contextlib.nullcontext()
 
 
 def ours(name: str, label: str, **options: Any) -> Method:
@@ -64,11 +70,18 @@ def ours(name: str, label: str, **options: Any) -> Method:
     )
 
 
-def peer(name: str, label: str, make_config: Callable[[Any], Any]) -> Method:
+def peer(name: str, label: str, make_config: Callable[[Any], Any], context: Any = None) -> Method:
     def apply(pipe: Any) -> None:
         pipe.transformer.enable_cache(make_config(pipe))
 
-    return Method("diffusers", name, label, apply, lambda pipe: pipe.transformer.disable_cache())
+    return Method(
+        "diffusers",
+        name,
+        label,
+        apply,
+        lambda pipe: pipe.transformer.disable_cache(),
+        context or (lambda pipe: contextlib.nullcontext()),
+    )
 
 
 def methods(mag_ratios: list[float], quick: bool) -> list[Method]:
@@ -76,6 +89,7 @@ def methods(mag_ratios: list[float], quick: bool) -> list[Method]:
         FirstBlockCacheConfig,
         MagCacheConfig,
         PyramidAttentionBroadcastConfig,
+        SeaCacheConfig,
         TaylorSeerCacheConfig,
     )
 
@@ -145,6 +159,29 @@ def methods(mag_ratios: list[float], quick: bool) -> list[Method]:
                     max_order=1,
                     taylor_factors_dtype=torch.float32,
                 ),
+            )
+        )
+    for interval in [2, 3] if quick else [2, 3, 4, 5]:
+        found.append(
+            peer(
+                "diffusers TaylorSeer lite",
+                f"interval={interval}",
+                lambda pipe, i=interval: TaylorSeerCacheConfig(
+                    cache_interval=i,
+                    disable_cache_before_step=4,
+                    max_order=1,
+                    taylor_factors_dtype=torch.float32,
+                    use_lite_mode=True,
+                ),
+            )
+        )
+    for t in [0.2, 0.8] if quick else [0.1, 0.2, 0.4, 0.8, 1.6]:
+        found.append(
+            peer(
+                "diffusers SeaCache (FLUX context)",
+                f"t={t}",
+                lambda pipe, t=t: SeaCacheConfig(threshold=t, raw_vision_callback=flux_raw_vision),
+                context=flux_sea_cache_context,
             )
         )
     for skip in [2, 3]:
@@ -334,6 +371,11 @@ def main(argv: list[str] | None = None) -> int:
         "--repeats", type=int, default=None, help="timed repeats per setting (default 3; quick 1)"
     )
     parser.add_argument("--out", default=str(HERE), help="output folder (default: bench/)")
+    parser.add_argument(
+        "--skip-tuned",
+        action="store_true",
+        help="skip the tuned Pareto (bench/tuned_pareto.py); its old section of RESULTS.md is kept",
+    )
     args = parser.parse_args(argv)
     repeats = args.repeats or (1 if args.quick else 3)
     out = Path(args.out)
@@ -374,7 +416,8 @@ def main(argv: list[str] | None = None) -> int:
             base_times.append(generate(pipe, kwargs)[1])
             method.apply(pipe)
             counter.calls = 0
-            result, elapsed = generate(pipe, kwargs)
+            with method.context(pipe):
+                result, elapsed = generate(pipe, kwargs)
             calls = counter.calls
             memory = held_cache_bytes(pipe.transformer)
             stats = cache_dit.summary(pipe)
@@ -406,7 +449,12 @@ def main(argv: list[str] | None = None) -> int:
 
     wide = wide_measurements(max(repeats, 5) if not args.quick else 2)
     print(wide, flush=True)
-    write_outputs(out, rows, images, reference, profile, wide, started, args.quick)
+    tuned_lines: list[str] = []
+    if not args.skip_tuned:
+        import tuned_pareto
+
+        tuned_lines, _ = tuned_pareto.run(args.quick)
+    write_outputs(out, rows, images, reference, profile, wide, started, args.quick, tuned_lines)
     return 0
 
 
@@ -422,6 +470,7 @@ def write_outputs(
     wide: dict[str, float],
     started: float,
     quick: bool,
+    tuned_lines: list[str] | None = None,
 ) -> None:
     import matplotlib
 
@@ -531,13 +580,19 @@ def write_outputs(
         "`--inception-weights`).",
         "- Peers: diffusers' own hooks through `transformer.enable_cache(...)`: FirstBlockCache, MagCache "
         "(ratios calibrated on this testbed with diffusers' own `calibrate=True` run), TaylorSeer "
-        "(max_order 1, float32 factors, no caching before step 4), Pyramid Attention Broadcast.",
+        "(max_order 1, float32 factors, no caching before step 4; full mode hooks attention only, lite mode "
+        "`use_lite_mode=True` skips whole blocks and forecasts `proj_out`), SeaCache (threshold grid, defaults "
+        "otherwise; given the step index / sigma in the cache context and a FLUX latent callback by "
+        "`bench/peers.py`, without which it caches nothing on FLUX), Pyramid Attention Broadcast.",
+        "- This table and the one below compare single settings on the bench's own inputs by wall-clock; the "
+        "tuned comparison (every method tuned by a grid, evaluated on other inputs, speed by block count) is "
+        "the section 'Tuned Pareto' at the end.",
         "- GPU: the FLUX.1-dev-size timing (19+38 blocks, width 3072, bf16, 1024x1024) was NOT run: no GPU was "
         "lent to this session.",
         "",
         "![pareto](pareto.png)",
         "",
-        "## Target: our best vs the best peer at equal speedup (>= 3 dB)",
+        "## Target: our best vs the best peer at equal wall-clock speedup, bench inputs (>= 3 dB)",
         "",
         "PSNR of each method's Pareto front at the speedup (linear interpolation between its settings).",
         "",
@@ -597,8 +652,34 @@ def write_outputs(
         "![profile](residual_profile.png)",
         "",
     ]
-    (out / "RESULTS.md").write_text("\n".join(lines))
-    print(f"wrote {out / 'RESULTS.md'}")
+    lines += [*(tuned_lines or []), ""]
+    write_results(out / "RESULTS.md", lines, keep_names=("tuned-pareto",) if tuned_lines else ())
+
+
+# Sections of RESULTS.md that other bench scripts own, between their marker comments; regenerating the file
+# keeps them verbatim, after our own content.
+OWNED_SECTION = re.compile(r"<!-- ?([\w-]+): ?start -->.*?<!-- ?\1: ?end -->", re.DOTALL)
+
+
+def owned_sections(text: str) -> list[str]:
+    """The marker-delimited sections of `text` (in order), each from its start marker to its end marker."""
+    return [match.group(0) for match in OWNED_SECTION.finditer(text)]
+
+
+def write_results(path: Path, lines: list[str], keep_names: tuple[str, ...] = ()) -> None:
+    """Write RESULTS.md from `lines`, re-inserting at the end the sections other scripts own (kept verbatim).
+    `keep_names` lists marker names that `lines` itself provides (those are not copied from the old file)."""
+    old = path.read_text() if path.exists() else ""
+    kept = [
+        section
+        for section in owned_sections(old)
+        if OWNED_SECTION.match(section).group(1) not in keep_names  # type: ignore[union-attr]
+    ]
+    text = "\n".join(lines).rstrip("\n") + "\n"
+    if kept:
+        text += "\n" + "\n\n".join(kept) + "\n"
+    path.write_text(text)
+    print(f"wrote {path} (kept {len(kept)} section(s) owned by other scripts)")
 
 
 if __name__ == "__main__":
