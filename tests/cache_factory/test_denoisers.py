@@ -137,3 +137,40 @@ def test_several_denoising_loops_in_one_call_start_fresh():
     apply_cache_on_pipe(alone, **options, adapter=TOY)
     (only,) = alone(seeds=(1,))
     assert torch.equal(second, only)  # nothing of the first chunk's residuals leaked into the second
+
+
+class _MarkedChunks:
+    """Chunked loops whose calls carry diffusers' marks with a step index (no timestep read needed)."""
+
+    def __init__(self):
+        from cache_dit.testing.tiny import tiny_flux_transformer
+
+        self.transformer = tiny_flux_transformer()
+
+    @torch.no_grad()
+    def __call__(self, seeds=(0, 1), steps=4):
+        from tests.cache_factory.test_transformer import flux_inputs
+
+        outs = []
+        for seed in seeds:
+            inputs = flux_inputs(seed=seed)
+            for step in range(steps):
+                with self.transformer.cache_context("cond", step_index=step):
+                    inputs["hidden_states"] = (
+                        inputs["hidden_states"]
+                        - 0.2 * self.transformer(timestep=torch.tensor([1.0 - 0.2 * step]), **inputs)[0]
+                    )
+            outs.append(inputs["hidden_states"])
+        return outs
+
+
+def test_marked_loops_restart_on_the_step_index():
+    options = dict(FORCED, warmup_steps=1)
+    pipe = _MarkedChunks()
+    apply_cache_on_pipe(pipe, **options)
+    _, second = pipe(seeds=(0, 1))
+    assert cache_dit.summary(pipe).cached_steps == [1, 2, 3]
+    alone = _MarkedChunks()
+    apply_cache_on_pipe(alone, **options)
+    (only,) = alone(seeds=(1,))
+    assert torch.equal(second, only)

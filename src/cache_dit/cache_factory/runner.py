@@ -425,9 +425,17 @@ class CacheRunner:
         name, ctx_kwargs = self._context if self._context is not None else (None, {})
         if not self.pipeline_managed and self.adapter is not None:
             self._detect_new_run(args, kwargs)
-        t = self._timestep(args, kwargs) if self.pipeline_managed else None
-        if t is not None:
-            self._detect_new_loop(t)
+        # Within a pipeline call: which way the steps run tells a new denoising loop, and (unmarked calls) the
+        # timestep groups the calls of one step. A marked call with a step index needs no host read for this.
+        t = None
+        if self.pipeline_managed:
+            marked_step = ctx_kwargs.get("step_index") if name is not None else None
+            if isinstance(marked_step, int) and not isinstance(marked_step, bool):
+                self._detect_new_loop("step_index", float(marked_step))
+            elif name is None:
+                t = self._timestep(args, kwargs)  # one small host read per unmarked call
+                if t is not None:
+                    self._detect_new_loop("timestep", t)
         call = self.call
         if name is not None:
             branch_name = str(name)
@@ -470,18 +478,19 @@ class CacheRunner:
             return float(t.reshape(-1)[0])  # one small host read per transformer call
         return float(t) if isinstance(t, (int, float)) and not isinstance(t, bool) else None
 
-    def _detect_new_loop(self, t: float) -> None:
-        """A pipeline call that runs several denoising loops (chunks, stages): the timesteps of one loop move one
-        way, so a move the other way starts a new loop, with fresh state (stats then describe the last loop)."""
-        call = self.call
-        last = call.loop_timestep
-        if last is not None and t != last:
-            direction = 1 if t > last else -1
-            if call.loop_direction is None:
-                call.loop_direction = direction
-            elif direction != call.loop_direction:
+    def _detect_new_loop(self, source: str, value: float) -> None:
+        """A pipeline call that runs several denoising loops (chunks, stages): within one loop the step index or
+        the timestep moves one way, so a move the other way starts a new loop, with fresh state (stats then
+        describe the last loop). `source` keeps step indices and timesteps apart."""
+        last, direction = self.call.loop_progress.get(source, (None, None))
+        if last is not None and value != last:
+            moved = 1 if value > last else -1
+            if direction is None:
+                direction = moved
+            elif moved != direction:
                 self.call = self._new_call()
-        self.call.loop_timestep = t
+                direction = None
+        self.call.loop_progress[source] = (value, direction)
 
     def _branch_by_timestep(self, call: CallState, t: float) -> str:
         """Unmarked calls within a pipeline call: the calls of one step share its timestep, so the k-th call with

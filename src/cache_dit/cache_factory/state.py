@@ -104,8 +104,8 @@ class CallState:
     pair_latents: torch.Tensor | None = None  # latents of the first unmarked call of the current step
     last_timestep: float | None = None  # timestep of the last unmarked call (calls of one step share it)
     step_call: int = 0  # index of the last unmarked call within its step
-    loop_timestep: float | None = None  # timestep of the last call (any branch)
-    loop_direction: int | None = None  # +1 / -1: which way the timesteps of this loop move
+    # per source ("step_index" / "timestep"): the last value and which way this loop moves (+1 / -1)
+    loop_progress: dict[str, tuple[float, int | None]] = field(default_factory=dict)
     step_decisions: dict[int, bool] = field(default_factory=dict)  # cfg_diff_compute_separate=False
     warned: set[str] = field(default_factory=set)  # warning keys already given in this call
 
