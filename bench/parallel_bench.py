@@ -129,6 +129,7 @@ def worker(out: Path, steps: int, repeats: int) -> None:
     dist.all_gather_object(per_rank, result)
     if dist.get_rank() == 0:
         out.write_text(json.dumps(per_rank))
+    dist.barrier()  # both ranks tear gloo down together
     dist.destroy_process_group()
 
 

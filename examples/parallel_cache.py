@@ -127,6 +127,7 @@ def main() -> None:
             f"uncached {base_time:.3f}s, cached {cached_time:.3f}s ({base_time / cached_time:.2f}x) on "
             f"{world} ranks; max |cached - uncached| = {diff:.4f}"
         )
+    dist.barrier()  # both ranks tear gloo down together (one leaving early can abort the other at exit)
     dist.destroy_process_group()
 
 

@@ -72,11 +72,7 @@ def test_auto_second_run_equals_declared():
 @pytest.mark.parametrize("cache_type", ["DBCache", "DBPrune"])
 def test_validate_replays_a_step_exactly(cache_type):
     model = toy_dit()
-    options = dict(FORCED, cache_type=cache_type)
-    if cache_type == "DBPrune":
-        options.pop("warmup_steps")
-        options.update(warmup_steps=2)
-    apply_cache_on_transformer(model, **options, adapter=TOY, validate=True)
+    apply_cache_on_transformer(model, **dict(FORCED, cache_type=cache_type), adapter=TOY, validate=True)
     denoise(model)
     diff = get_runner(model).last_validation_diff
     assert diff is not None and diff < 1e-5

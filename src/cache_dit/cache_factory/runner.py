@@ -537,10 +537,7 @@ class CacheRunner:
             self._check_no_foreign_cache()
         self._run_ended = False
         self._prev_latents_layout = latents
-        t = self.adapter.timestep_arg.get(args, kwargs)
-        value = None
-        if t is not None:
-            value = float(t.reshape(-1)[0]) if isinstance(t, torch.Tensor) else float(t)
+        value = self._timestep(args, kwargs)
         branch = self.call.branches.get(self._branch_name(self.call))
         if self.num_inference_steps is not None:
             new = new or (branch is not None and branch.calls >= self.num_inference_steps)

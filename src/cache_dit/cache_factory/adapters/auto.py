@@ -76,11 +76,7 @@ def _find_arg(bound: dict[str, Any], value: torch.Tensor, by_identity: bool) -> 
         for k, v in bound.items()
         if isinstance(v, torch.Tensor) and (v is value if by_identity else v.shape == value.shape)
     ]
-    if len(hits) == 1:
-        return hits[0]
-    if len(hits) > 1 and not by_identity:  # same shapes (tiny models): prefer a non-text name for the first
-        return None
-    return None
+    return hits[0] if len(hits) == 1 else None  # several of one shape: ambiguous, left to the identity pass
 
 
 def _layout(info: _ListInfo, following: _Event | None) -> dict[str, Any] | None:
@@ -105,34 +101,23 @@ def _layout(info: _ListInfo, following: _Event | None) -> dict[str, Any] | None:
             name = _find_arg(first.bound, item, by_identity=False)
             if name is not None and name not in streams.values():
                 streams[j] = name
-    if not streams:
+    if not streams or len(streams) > 2:
         return None
-    names = list(streams.values())
-    if len(streams) == 1:
-        (j, hidden), encoder = next(iter(streams.items())), None
-        if _is_text(hidden):
-            return {"path": info.path, "text_only": True}
-        returns: Any = (
-            "hidden" if tensor_output else tuple("hidden" if i == j else None for i in range(n_out.pop()))
-        )
-    elif len(streams) == 2:
-        (j0, a), (j1, b) = sorted(streams.items())
-        hidden, encoder = (b, a) if _is_text(a) and not _is_text(b) else (a, b)
-        order = {
-            streams_j: ("hidden" if name == hidden else "encoder") for streams_j, name in streams.items()
-        }
-        returns = tuple(order.get(i) for i in range(n_out.pop()))
-    else:
-        return None
-    if isinstance(returns, tuple) and None in returns:
-        return None  # the block returns something the cache cannot stand in for
-    entry: dict[str, Any] = {"path": info.path, "hidden": hidden, "returns": returns}
-    if encoder is None:
+    names = [name for _, name in sorted(streams.items())]
+    if len(names) == 1 and _is_text(names[0]):
+        return {"path": info.path, "text_only": True}
+    hidden, encoder = names if len(names) == 2 else (names[0], None)
+    if encoder is not None and _is_text(hidden) and not _is_text(encoder):
+        hidden, encoder = encoder, hidden
+    role = {j: ("hidden" if name == hidden else "encoder") for j, name in streams.items()}
+    items = _items(first.output)
+    if any(j not in role and item is not None for j, item in enumerate(items)):
+        return None  # the block returns something else the cache cannot stand in for
+    returns: Any = "hidden" if tensor_output else tuple(role.get(j) for j in range(len(items)))
+    if encoder is None:  # a constant text input, if the block takes one
         text_args = [k for k, v in first.bound.items() if isinstance(v, torch.Tensor) and _is_text(k)]
         encoder = text_args[0] if text_args else None
-    entry["encoder"] = encoder
-    del names
-    return entry
+    return {"path": info.path, "hidden": hidden, "encoder": encoder, "returns": returns}
 
 
 def derive_adapter(
