@@ -86,6 +86,7 @@ class CacheType(str, Enum):
             "max_continuous_cached_steps": -1,
             "Bn_compute_blocks_ids": None,
             "non_compute_blocks_diff_threshold": 0.08,
+            "compute_steps": None,
             "enable_taylorseer": False,
             "enable_encoder_taylorseer": False,
             "taylorseer_cache_type": "residual",

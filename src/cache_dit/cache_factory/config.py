@@ -118,6 +118,12 @@ class DBCacheConfig:
             the others reuse their own residual when their input moved less than
             `non_compute_blocks_diff_threshold`. None (default): all Bn blocks run.
         non_compute_blocks_diff_threshold: see above (default 0.08).
+        compute_steps: a fixed schedule instead of the threshold gate: the denoising steps (0-based, per
+            call and CFG branch) that run in full; every other step is served from the cache (forecast with
+            TaylorSeer when it is enabled). No host sync decides a step, and the speedup is known in advance.
+            `Fn_compute_blocks=0` is allowed only with a schedule (nothing needs to run to decide). The
+            threshold, warmup and caps do not apply. `cache_dit.calibrate` searches one for a pipeline.
+            None (default): the threshold gate.
     """
 
     Fn_compute_blocks: int = 8
@@ -128,10 +134,21 @@ class DBCacheConfig:
     max_continuous_cached_steps: int = -1
     Bn_compute_blocks_ids: tuple[int, ...] | None = None
     non_compute_blocks_diff_threshold: float = 0.08
+    compute_steps: tuple[int, ...] | None = None
 
     def __post_init__(self) -> None:
         _plain_fields(self)
-        _check_int("Fn_compute_blocks", self.Fn_compute_blocks, minimum=1)
+        if self.compute_steps is not None:
+            object.__setattr__(self, "compute_steps", _check_ids("compute_steps", self.compute_steps))
+        if self.compute_steps is not None and self.Fn_compute_blocks == 0:
+            pass  # a fixed schedule needs no first blocks to decide
+        elif self.Fn_compute_blocks == 0:
+            raise ValueError(
+                "Fn_compute_blocks=0 needs compute_steps (a fixed schedule): the threshold gate decides from "
+                "the first Fn blocks' residual; allowed: Fn_compute_blocks >= 1, or pass compute_steps"
+            )
+        else:
+            _check_int("Fn_compute_blocks", self.Fn_compute_blocks, minimum=1)
         _check_int("Bn_compute_blocks", self.Bn_compute_blocks, minimum=0)
         _check_float("residual_diff_threshold", self.residual_diff_threshold)
         _check_int("warmup_steps", self.warmup_steps, minimum=0)
@@ -308,6 +325,8 @@ class CacheConfig:
 
 
 _DBCACHE_KEYS = {f for f in DBCacheConfig.__dataclass_fields__}
+# the threshold gate's options: meaningless with a fixed schedule (compute_steps)
+_GATE_KEYS = {"residual_diff_threshold", "warmup_steps", "max_cached_steps", "max_continuous_cached_steps"}
 _DBPRUNE_KEYS = {f for f in DBPruneConfig.__dataclass_fields__}
 _TAYLORSEER_KEYS = {
     "enable_taylorseer",
@@ -353,6 +372,13 @@ def build_config(**options: Any) -> CacheConfig:
                     f"Fn_compute_blocks=1, Bn_compute_blocks=0; use cache_type=DBCache for other values"
                 )
 
+    if options.get("compute_steps") is not None:
+        gate = sorted(k for k in _GATE_KEYS if k in options)
+        if gate:
+            raise ValueError(
+                f"option {gate[0]!r} does not apply with compute_steps (a fixed schedule decides which steps "
+                "run); leave it out, or drop compute_steps to use the threshold gate"
+            )
     resolved = {**defaults, **options, "cache_type": cache_type}
     if cache_type is CacheType.NONE:
         return CacheConfig(cache_type=cache_type, options=resolved)
@@ -363,9 +389,10 @@ def build_config(**options: Any) -> CacheConfig:
         return CacheConfig(cache_type=cache_type, dbprune=prune, cfg=cfg, options=resolved)
 
     db_kwargs = {k: resolved[k] for k in _DBCACHE_KEYS}
-    ids = db_kwargs["Bn_compute_blocks_ids"]
-    if ids is not None and not isinstance(ids, (str, bytes)) and isinstance(ids, Sequence):
-        db_kwargs["Bn_compute_blocks_ids"] = tuple(ids)
+    for key in ("Bn_compute_blocks_ids", "compute_steps"):
+        ids = db_kwargs[key]
+        if ids is not None and not isinstance(ids, (str, bytes)) and isinstance(ids, Sequence):
+            db_kwargs[key] = tuple(ids)
     db = DBCacheConfig(**db_kwargs)
 
     ts_kwargs = resolved["taylorseer_kwargs"]
@@ -408,7 +435,11 @@ def _object_options(obj: Any) -> dict[str, Any]:
         value, default = getattr(obj, f.name), f.default
         if isinstance(obj, DBPruneConfig) and f.name == "max_dynamic_prune_threshold":
             default = 2.0 * obj.residual_diff_threshold  # None was resolved to this in __post_init__
-        if isinstance(obj, DBCacheConfig) and f.name == "Bn_compute_blocks_ids" and value is not None:
+        if (
+            isinstance(obj, DBCacheConfig)
+            and f.name in ("Bn_compute_blocks_ids", "compute_steps")
+            and value is not None
+        ):
             value = list(value)
         if value == default:
             continue

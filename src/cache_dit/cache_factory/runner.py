@@ -153,6 +153,15 @@ class CacheRunner:
         self.db = config.dbcache
         self.prune = config.dbprune
         self.threshold = (self.db or self.prune).residual_diff_threshold if (self.db or self.prune) else 0.0
+        # a fixed schedule (compute_steps) instead of the threshold gate
+        self.schedule: frozenset[int] | None = (
+            frozenset(self.db.compute_steps)
+            if self.db is not None and self.db.compute_steps is not None
+            else None
+        )
+        # called as recorder(branch, step, segment_start, stream, value) with every residual (or output) a
+        # computed step stores (cache_dit.calibrate records a run through it); None: nothing is recorded
+        self.recorder: Callable[[str, int, int, str, torch.Tensor], None] | None = None
         ts = config.taylorseer
         self.hidden_mode = ts.taylorseer_cache_type if ts.enable_taylorseer else TaylorSeerCacheType.RESIDUAL
         self.encoder_mode = (
@@ -225,7 +234,8 @@ class CacheRunner:
 
         cfg = self.explicit_separate_cfg
         self.separate_cfg = adapter.separate_cfg if cfg is None else cfg
-        self.caching_enabled = self.threshold > 0 and (self.has_middle or self.prune is not None)
+        gate_on = self.threshold > 0 or self.schedule is not None
+        self.caching_enabled = gate_on and (self.has_middle or self.prune is not None)
         if self.prune is not None:
             never = set(self.prune.non_prune_blocks_ids)
             self.prunable = [
@@ -234,7 +244,7 @@ class CacheRunner:
             ]
         self.adapter = adapter
         self.blocks = blocks
-        if self.db is not None and not self.has_middle and self.threshold > 0:
+        if self.db is not None and not self.has_middle and gate_on:
             self._warn_once(
                 "no-middle",
                 f"Fn_compute_blocks + Bn_compute_blocks = {self.num_blocks} covers every block of "
@@ -335,6 +345,28 @@ class CacheRunner:
                 f"do_separate_classifier_free_guidance=True but the pipeline made {call.unmarked_calls} "
                 "transformer calls (odd), so it does not run CFG as two calls per step: cond/uncond buffers "
                 "were mixed. Pass do_separate_classifier_free_guidance=False for this pipeline.",
+            )
+        self._check_schedule_fits(call)
+
+    def _check_schedule_fits(self, call: CallState) -> None:
+        """Warn when a fixed schedule was plainly made for another step count than this call ran."""
+        if not self.schedule or not call.branches or not self.caching_enabled:
+            return
+        steps = max(branch.calls for branch in call.branches.values())
+        listed = sorted(self.schedule)
+        gaps = [b - a for a, b in zip([0, *listed], [*listed, steps])]
+        if listed[-1] >= steps:
+            self._warn_once(
+                "schedule-steps",
+                f"compute_steps lists step {listed[-1]}, but this call ran {steps} steps: the schedule was made "
+                "for more steps (calibrate one for this step count)",
+            )
+        elif steps - listed[-1] > max(gaps[:-1], default=0) + 1:
+            self._warn_once(
+                "schedule-steps",
+                f"compute_steps ends at step {listed[-1]}, but this call ran {steps} steps: its last "
+                f"{steps - 1 - listed[-1]} steps were all served from the cache (the schedule was made for "
+                "fewer steps; calibrate one for this step count)",
             )
 
     @contextlib.contextmanager
@@ -745,6 +777,9 @@ class CacheRunner:
         self, p: _Pass, idx: int, forward: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]
     ) -> Any:
         io = self.ios[idx]
+        if idx == 0 and self.Fn == 0:  # a fixed schedule with no first blocks: decide before block 0
+            p.encoder_layout = layout(io.inputs(args, kwargs)[1])
+            self._decide(p, None)
         if idx < self.Fn:
             hidden = io.hidden_arg.get(args, kwargs)
             if idx == 0 or not same_layout(hidden, p.first_hidden_in):
@@ -763,8 +798,8 @@ class CacheRunner:
 
         return self._bn_block(p, idx, forward, args, kwargs)
 
-    def _decide(self, p: _Pass, fn_residual: torch.Tensor) -> None:
-        """Cache this step or not. The one host sync of a DBCache step is here."""
+    def _decide(self, p: _Pass, fn_residual: torch.Tensor | None) -> None:
+        """Cache this step or not. The one host sync of a DBCache step is here (none with a schedule)."""
         branch, step, db = p.branch, p.step, self.db
         p.fn_residual = fn_residual
         if p.replay:
@@ -772,7 +807,13 @@ class CacheRunner:
             return
         shared = not self.config.cfg.cfg_diff_compute_separate
         decided = self.call.step_decisions.get(step) if shared else None
-        if decided is not None:  # another branch already decided this step for both
+        if self.schedule is not None:  # fixed schedule: no diff, no host sync
+            cached = (
+                self.caching_enabled
+                and step not in self.schedule
+                and self._middle_ready(branch, p.encoder_layout)
+            )
+        elif decided is not None:  # another branch already decided this step for both
             cached = decided and self._middle_ready(branch, p.encoder_layout)
         else:
             diff = None
@@ -935,6 +976,8 @@ class CacheRunner:
         out_h = p.last_hidden_out if p.side_hidden is None else p.last_hidden_out - p.side_hidden
         value_h = out_h if self.hidden_mode is TaylorSeerCacheType.HIDDEN_STATES else out_h - p.seg_hidden_in
         store.hidden.update(value_h, p.step)
+        if self.recorder is not None:
+            self.recorder(p.branch.name, p.step, start, "hidden", value_h)
         if start == self.Fn:  # what the next decision compares (the encoder stream after block Fn-1)
             p.branch.mid_encoder_layout = p.encoder_layout
         if p.seg_carries_encoder and p.seg_encoder_in is not None and p.last_encoder_out is not None:
@@ -943,6 +986,8 @@ class CacheRunner:
                 out_e if self.encoder_mode is TaylorSeerCacheType.HIDDEN_STATES else out_e - p.seg_encoder_in
             )
             store.encoder.update(value_e, p.step)
+            if self.recorder is not None:
+                self.recorder(p.branch.name, p.step, start, "encoder", value_e)
 
     def _output(self, idx: int, io: BlockIO, hidden: torch.Tensor, encoder: torch.Tensor | None) -> Any:
         """What block `idx` returns when the cache stands in for it (None where the block returns None)."""

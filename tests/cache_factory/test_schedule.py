@@ -1,0 +1,146 @@
+"""Fixed schedules (`compute_steps`): exact steps, Fn=0, no decision statistics, exactness, step-count warnings."""
+
+from __future__ import annotations
+
+import warnings
+
+import pytest
+import torch
+
+import cache_dit
+from cache_dit.cache_factory import apply_cache_on_pipe
+from cache_dit.testing.cases import CASES
+
+FLUX, WAN = CASES["flux"], CASES["wan"]
+STEPS = 6
+
+
+class BlockCount:
+    """Counts the real block computations of one transformer (wraps before the cache is applied)."""
+
+    def __init__(self, transformer: torch.nn.Module, lists: tuple[str, ...]) -> None:
+        self.calls = 0
+        for name in lists:
+            for block in getattr(transformer, name):
+                original = block.forward
+
+                def counting(*args, _original=original, **kwargs):
+                    self.calls += 1
+                    return _original(*args, **kwargs)
+
+                block.forward = counting
+
+
+@pytest.mark.parametrize("fn,bn", [(0, 0), (1, 0), (1, 1)])
+def test_exact_cached_steps_and_block_calls(fn, bn):
+    """Steps outside the schedule are cached, no others; a cached step runs exactly Fn + Bn blocks."""
+    pipe = FLUX.build()
+    counter = BlockCount(pipe.transformer, ("transformer_blocks", "single_transformer_blocks"))
+    schedule = [0, 1, 3]
+    apply_cache_on_pipe(
+        pipe, cache_type="DBCache", Fn_compute_blocks=fn, Bn_compute_blocks=bn, compute_steps=schedule
+    )
+    FLUX.run(pipe, steps=STEPS)
+    stats = cache_dit.summary(pipe)
+    assert stats.cached_steps == [2, 4, 5]
+    assert stats.residual_diffs == {}  # no diff is measured: nothing syncs to decide
+    assert counter.calls == 3 * FLUX.num_blocks + 3 * (fn + bn)
+
+
+def test_every_step_listed_is_bit_exact_and_fn0_order0_reuses_the_residual():
+    pipe = FLUX.build()
+    ref = FLUX.run(pipe, steps=STEPS)
+    apply_cache_on_pipe(
+        pipe, cache_type="DBCache", Fn_compute_blocks=0, Bn_compute_blocks=0, compute_steps=range(STEPS)
+    )
+    assert torch.equal(FLUX.run(pipe, steps=STEPS), ref)
+    assert cache_dit.summary(pipe).cached_steps == []
+    cache_dit.disable_cache(pipe)
+    assert torch.equal(FLUX.run(pipe, steps=STEPS), ref)
+
+
+def test_cached_step_adds_the_stored_stack_residual():
+    """Fn=0, order 0: on a cached step the hidden states leaving the last block are exactly the ones entering
+    block 0 plus the whole stack's residual stored at the last computed step."""
+    pipe = FLUX.build()
+    transformer = pipe.transformer
+    seen: list[tuple[torch.Tensor, torch.Tensor]] = []  # (hidden into block 0, hidden out of the last block)
+    first = transformer.transformer_blocks[0]
+    grab: dict[str, torch.Tensor] = {}
+    first.register_forward_pre_hook(
+        lambda m, a, kw: grab.__setitem__("in", kw["hidden_states"]), with_kwargs=True
+    )
+    transformer.norm_out.register_forward_pre_hook(lambda m, a: seen.append((grab["in"], a[0])))
+    apply_cache_on_pipe(
+        pipe, cache_type="DBCache", Fn_compute_blocks=0, Bn_compute_blocks=0, compute_steps=[0, 1]
+    )
+    FLUX.run(pipe, steps=4)
+    (in1, out1), (in2, out2), (in3, out3) = seen[1], seen[2], seen[3]
+    torch.testing.assert_close(out2, in2 + (out1 - in1), rtol=0, atol=1e-6)
+    torch.testing.assert_close(out3, in3 + (out1 - in1), rtol=0, atol=1e-6)
+
+
+def test_order1_forecast_is_linear_in_the_step():
+    """Fn=0, TaylorSeer order 1, computed steps 0 and 1: step k's stack residual is R1 + (R1 - R0) * (k - 1)."""
+    pipe = FLUX.build()
+    transformer = pipe.transformer
+    seen: list[tuple[torch.Tensor, torch.Tensor]] = []
+    grab: dict[str, torch.Tensor] = {}
+    transformer.transformer_blocks[0].register_forward_pre_hook(
+        lambda m, a, kw: grab.__setitem__("in", kw["hidden_states"]), with_kwargs=True
+    )
+    transformer.norm_out.register_forward_pre_hook(lambda m, a: seen.append((grab["in"], a[0])))
+    apply_cache_on_pipe(
+        pipe,
+        cache_type="DBCache",
+        Fn_compute_blocks=0,
+        Bn_compute_blocks=0,
+        compute_steps=[0, 1],
+        enable_taylorseer=True,
+        taylorseer_kwargs={"n_derivatives": 1},
+    )
+    FLUX.run(pipe, steps=4)
+    r0, r1 = seen[0][1] - seen[0][0], seen[1][1] - seen[1][0]
+    for k in (2, 3):
+        torch.testing.assert_close(seen[k][1] - seen[k][0], r1 + (r1 - r0) * (k - 1), rtol=1e-5, atol=1e-5)
+
+
+def test_cfg_branches_follow_the_same_schedule():
+    pipe = WAN.build()
+    apply_cache_on_pipe(
+        pipe, cache_type="DBCache", Fn_compute_blocks=0, Bn_compute_blocks=0, compute_steps=[0, 2]
+    )
+    WAN.run(pipe, steps=4, cfg=True)
+    stats = cache_dit.summary(pipe)
+    assert stats.cached_steps == [1, 3] and stats.cfg_cached_steps == [1, 3]
+
+
+@pytest.mark.parametrize(
+    "schedule,message",
+    [([0, 1, 9], "lists step 9, but this call ran 6 steps"), ([0, 1], "its last 4 steps were all served")],
+)
+def test_schedule_made_for_another_step_count_warns(schedule, message):
+    pipe = FLUX.build()
+    apply_cache_on_pipe(
+        pipe, cache_type="DBCache", Fn_compute_blocks=0, Bn_compute_blocks=0, compute_steps=schedule
+    )
+    with pytest.warns(RuntimeWarning, match=message):
+        FLUX.run(pipe, steps=STEPS)
+
+
+def test_schedule_that_fits_does_not_warn():
+    pipe = FLUX.build()
+    apply_cache_on_pipe(
+        pipe, cache_type="DBCache", Fn_compute_blocks=0, Bn_compute_blocks=0, compute_steps=[0, 1, 3, 5]
+    )
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        FLUX.run(pipe, steps=STEPS)
+
+
+def test_options_object_carries_the_schedule():
+    pipe = FLUX.build()
+    config = cache_dit.DBCacheConfig(Fn_compute_blocks=0, Bn_compute_blocks=0, compute_steps=[0, 1, 3])
+    apply_cache_on_pipe(pipe, config)
+    FLUX.run(pipe, steps=STEPS)
+    assert cache_dit.summary(pipe).cached_steps == [2, 4, 5]
