@@ -1,15 +1,18 @@
 """Tuned Pareto: every method tuned on the bench's inputs by a stated grid, then evaluated on other inputs.
 
-Protocol (issue 14):
+Protocol (issue 14), run once at 28 and once at 50 steps (each step count tuned on its own):
 1. Tune: run every configuration of every method's grid once on the bench's own inputs (`run_bench.CLASS_IDS`,
-   seed 0, 28 steps, the trained testbed). Speedup = uncached block calls / cached block calls, counted below
-   every cache (`run_bench.BlockCounter`); quality = PSNR vs the uncached output of the same input.
+   seed 0, the trained testbed). Speedup = uncached block calls / cached block calls, counted below every cache
+   (`run_bench.BlockCounter`); quality = PSNR vs the uncached output of the same input.
 2. Pick: for each method family and each target speedup, the configuration with the best tuning PSNR among
-   those whose tuning speedup reaches the target.
-3. Evaluate: run each pick on inputs the tuning never saw (`EVAL_SEEDS` x `EVAL_CLASSES`, 28 steps) and report
-   its mean PSNR there (and the speedup it reaches there: dynamic gates may cache less on other inputs).
+   those whose tuning speedup reaches the target. The family "cache-dit calibrated" is not a grid: its pick at
+   a target is what `cache_dit.calibrate(pipe, tuning kwargs, target_speedup=target)` returns.
+3. Evaluate: run each pick on inputs the tuning never saw (`EVAL_SEEDS` x `EVAL_CLASSES`) and report its mean
+   PSNR there (and the speedup it reaches there: dynamic gates may cache less on other inputs).
    Families are picked on the tuning inputs only; the row "best" at a target is the family with the best
    evaluation PSNR, on each side (ours / peers), so the selection among families is the same for both sides.
+4. Wall-clock: the 2x and 3x picks at 28 steps (best of ours, best peer, calibrated) are timed on the wide random
+   config (`testbed.build_wide_pipeline`), median of interleaved repeats against an uncached run.
 
 Peers: diffusers 0.42.1 hooks through `transformer.enable_cache(...)`. TaylorSeer in lite mode (blocks return
 nothing on forecast steps, only `proj_out` is forecast); SeaCache, which needs the pipeline's cache context to
@@ -26,6 +29,8 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import io
+import statistics
 import sys
 import time
 from collections.abc import Callable
@@ -46,14 +51,18 @@ from cache_dit.testing import testbed  # noqa: E402
 from peers import flux_raw_vision, flux_sea_cache_context  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
-STEPS = 28
+STEP_COUNTS = (28, 50)
 TUNE_CLASSES = run_bench.CLASS_IDS  # the bench's inputs (seed 0)
 TUNE_SEED = 0
 EVAL_CLASSES = [1, 3, 8, 11]  # classes the bench never uses
 EVAL_SEEDS = [1, 2, 3]
 TARGETS = (1.5, 2.0, 2.5, 3.0, 4.0)
+WIDE_TARGETS = (2.0, 3.0)  # picks at 28 steps timed on the wide random config
+WIDE_STEPS = 28
 MARKER = "tuned-pareto"
-NUM_BLOCKS = 12  # testbed: 4 dual + 8 single
+NUM_BLOCKS = 12  # testbed and wide config: 4 dual + 8 single
+CALIBRATED = "cache-dit calibrated"
+FIXED = "cache-dit fixed schedule"
 
 
 @dataclass
@@ -70,6 +79,81 @@ class Config:
 
 # ----------------------------------------------------------------------------------------------------------
 # grids
+
+
+def fixed_schedule(steps: int, warmup: int, interval: int, last: bool) -> list[int]:
+    """A uniform fixed schedule for `compute_steps`: steps 0 .. warmup-1 run in full, then one full step every
+    `interval` steps (warmup-1+interval, warmup-1+2*interval, ...); with `last`, the final step also runs in
+    full. Every other step is served from the cache (with Fn=Bn=0: 0 block calls).
+
+    >>> fixed_schedule(12, 3, 4, last=False)
+    [0, 1, 2, 6, 10]
+    >>> fixed_schedule(12, 3, 4, last=True)
+    [0, 1, 2, 6, 10, 11]
+    """
+    if warmup < 1 or interval < 1 or steps < 1:
+        raise ValueError(
+            f"fixed_schedule needs steps, warmup, interval >= 1, got {steps}, {warmup}, {interval}"
+        )
+    computed = list(range(min(warmup, steps)))
+    step = warmup - 1 + interval
+    while step < steps:
+        computed.append(step)
+        step += interval
+    if last and computed[-1] != steps - 1:
+        computed.append(steps - 1)
+    return computed
+
+
+def grids(quick: bool, steps: int) -> dict[str, dict[str, list[Any]]]:
+    """Every family's grid (all combinations of the listed values). At 50 steps (not quick) our threshold
+    grid is thinned to keep the run short (`THINNED_AT_50` says how); no family is dropped."""
+    thin = steps > 28 and not quick
+    return {
+        "cache-dit DBCache (+ TaylorSeer on both streams; order 0 = off)": {
+            "Fn/Bn": [(1, 0)],
+            "TaylorSeer order": [0, 2] if thin else [0, 1, 2],
+            "warmup_steps": [4] if quick else [2, 4, 6],
+            "max_continuous_cached_steps": [-1, 2]
+            if quick
+            else ([-1, 2, 3, 5, 8] if thin else [-1, 1, 2, 3, 5, 8]),
+            "residual_diff_threshold": [0.12, 0.24, 1.0]
+            if quick
+            else (
+                [0.08, 0.16, 0.24, 0.32, 0.5, 1.0] if thin else [0.08, 0.12, 0.16, 0.24, 0.32, 0.4, 0.5, 1.0]
+            ),
+        },
+        FIXED: {
+            "warmup": [2, 4] if quick else [2, 3, 4, 6, 8],
+            "interval": [2, 3, 5] if quick else [2, 3, 4, 5, 6, 7],
+            "last step computed": [True] if quick else [True, False],
+            "TaylorSeer order": [2] if quick else [1, 2],
+        },
+        "diffusers FirstBlockCache": {
+            "threshold": [0.08, 0.16, 0.32] if quick else [0.06, 0.08, 0.12, 0.16, 0.24, 0.32, 0.5],
+        },
+        "diffusers MagCache (calibrated)": {
+            "threshold": [0.06, 0.5] if quick else [0.02, 0.06, 0.12, 0.24, 0.5, 1.0],
+            "max_skip_steps": [3] if quick else [2, 3, 5],
+        },
+        "diffusers TaylorSeer lite": {
+            "cache_interval": [2, 4] if quick else [2, 3, 4, 5, 6, 8],
+            "disable_cache_before_step": [4] if quick else [2, 3, 4, 6, 8],
+            "max_order": [1] if quick else [1, 2],
+        },
+        "diffusers SeaCache (FLUX context)": {
+            "threshold": [0.2, 0.8] if quick else [0.05, 0.1, 0.2, 0.4, 0.8, 1.6, 3.2],
+            "max_consecutive_cached": [2] if quick else [1, 2, 3, 5],
+            "retention_steps": [1] if quick else [1, 3],
+        },
+    }
+
+
+THINNED_AT_50 = (
+    "at 50 steps our threshold grid drops TaylorSeer order 1, max_continuous_cached_steps 1 and thresholds "
+    "0.12 and 0.4 (order 2 beat order 1 at every target at 28 steps) to keep the run short; the peers' grids "
+    "and the fixed schedules are not thinned"
+)
 
 
 def ours(label: str, family: str, **options: Any) -> Config:
@@ -93,41 +177,28 @@ def peer(family: str, label: str, make: Callable[[], Any], context: Any = None) 
     )
 
 
-def our_grid(quick: bool) -> dict[str, list[Any]]:
-    """Our grid (all combinations, with TaylorSeer off / order 1 / order 2). F2B1 was in an earlier full run
-    (504 configurations) and never picked at any target, so its place went to longer caps and more thresholds."""
+def taylorseer(order: int) -> dict[str, Any]:
+    if order == 0:
+        return {}
     return {
-        "Fn/Bn": [(1, 0)],
-        "warmup_steps": [4] if quick else [2, 4, 6],
-        "max_continuous_cached_steps": [-1, 2] if quick else [-1, 1, 2, 3, 5, 8],
-        "residual_diff_threshold": [0.12, 0.24, 1.0]
-        if quick
-        else [0.08, 0.12, 0.16, 0.24, 0.32, 0.4, 0.5, 1.0],
+        "enable_taylorseer": True,
+        "enable_encoder_taylorseer": True,
+        "taylorseer_kwargs": {"n_derivatives": order},
     }
 
 
-def grid(mag_ratios: list[float], quick: bool) -> list[Config]:
+def grid(mag_ratios: list[float], quick: bool, steps: int) -> list[Config]:
     from diffusers import FirstBlockCacheConfig, MagCacheConfig, SeaCacheConfig, TaylorSeerCacheConfig
 
     found: list[Config] = []
-    ours_grid = our_grid(quick)
-    thresholds, fnbn = ours_grid["residual_diff_threshold"], ours_grid["Fn/Bn"]
-    warmups, caps = ours_grid["warmup_steps"], ours_grid["max_continuous_cached_steps"]
-    for fn, bn in fnbn:
-        for order in (0, 1, 2):
+    g = list(grids(quick, steps).values())
+    db, fixed, fbc, mag, tsl, sea = g
+    for fn, bn in db["Fn/Bn"]:
+        for order in db["TaylorSeer order"]:
             family = "cache-dit DBCache" if order == 0 else "cache-dit DBCache + TaylorSeer"
-            for warmup in warmups:
-                for cap in caps:
-                    for t in thresholds:
-                        ts = (
-                            {}
-                            if order == 0
-                            else {
-                                "enable_taylorseer": True,
-                                "enable_encoder_taylorseer": True,
-                                "taylorseer_kwargs": {"n_derivatives": order},
-                            }
-                        )
+            for warmup in db["warmup_steps"]:
+                for cap in db["max_continuous_cached_steps"]:
+                    for t in db["residual_diff_threshold"]:
                         label = f"F{fn}B{bn} w{warmup} cap{cap} t={t}" + (f" TS({order})" if order else "")
                         found.append(
                             ours(
@@ -139,27 +210,47 @@ def grid(mag_ratios: list[float], quick: bool) -> list[Config]:
                                 warmup_steps=warmup,
                                 max_continuous_cached_steps=cap,
                                 residual_diff_threshold=t,
-                                **ts,
+                                **taylorseer(order),
                             )
                         )
-    for t in [0.08, 0.16, 0.32] if quick else [0.06, 0.08, 0.12, 0.16, 0.24, 0.32, 0.5]:
+    seen: set[tuple[tuple[int, ...], int]] = set()
+    for warmup in fixed["warmup"]:
+        for interval in fixed["interval"]:
+            for last in fixed["last step computed"]:
+                for order in fixed["TaylorSeer order"]:
+                    schedule = fixed_schedule(steps, warmup, interval, last)
+                    if (tuple(schedule), order) in seen:  # `last` changes nothing when the last step is on
+                        continue
+                    seen.add((tuple(schedule), order))
+                    found.append(
+                        ours(
+                            f"w{warmup} i{interval}{' last' if last else ''} TS({order})",
+                            FIXED,
+                            cache_type="DBCache",
+                            Fn_compute_blocks=0,
+                            Bn_compute_blocks=0,
+                            compute_steps=schedule,
+                            **taylorseer(order),
+                        )
+                    )
+    for t in fbc["threshold"]:
         found.append(
             peer("diffusers FirstBlockCache", f"t={t}", lambda t=t: FirstBlockCacheConfig(threshold=t))
         )
-    for t in [0.06, 0.5] if quick else [0.02, 0.06, 0.12, 0.24, 0.5, 1.0]:
-        for skip in [3] if quick else [2, 3, 5]:
+    for t in mag["threshold"]:
+        for skip in mag["max_skip_steps"]:
             found.append(
                 peer(
                     "diffusers MagCache (calibrated)",
                     f"t={t} max_skip={skip}",
                     lambda t=t, s=skip: MagCacheConfig(
-                        threshold=t, num_inference_steps=STEPS, mag_ratios=mag_ratios, max_skip_steps=s
+                        threshold=t, num_inference_steps=steps, mag_ratios=mag_ratios, max_skip_steps=s
                     ),
                 )
             )
-    for interval in [2, 4] if quick else [2, 3, 4, 5, 6, 8]:
-        for before in [4] if quick else [2, 3, 4, 6, 8]:
-            for order in [1] if quick else [1, 2]:
+    for interval in tsl["cache_interval"]:
+        for before in tsl["disable_cache_before_step"]:
+            for order in tsl["max_order"]:
                 found.append(
                     peer(
                         "diffusers TaylorSeer lite",
@@ -173,9 +264,9 @@ def grid(mag_ratios: list[float], quick: bool) -> list[Config]:
                         ),
                     )
                 )
-    for t in [0.2, 0.8] if quick else [0.05, 0.1, 0.2, 0.4, 0.8, 1.6, 3.2]:
-        for cap in [2] if quick else [1, 2, 3, 5]:
-            for retention in [1] if quick else [1, 3]:
+    for t in sea["threshold"]:
+        for cap in sea["max_consecutive_cached"]:
+            for retention in sea["retention_steps"]:
                 found.append(
                     peer(
                         "diffusers SeaCache (FLUX context)",
@@ -215,8 +306,9 @@ def run_config(
     config: Config,
     inputs: list[tuple[list[int], int]],
     steps: int,
-) -> tuple[np.ndarray, float]:
-    """Images of `config` on `inputs` (stacked) and its block-count speedup over them."""
+) -> tuple[np.ndarray, float, int]:
+    """Images of `config` on `inputs` (stacked), its block-count speedup over them and the bytes cache-dit's
+    state holds after the last call (0 for peers: not measured)."""
     config.apply(pipe)
     counter.calls = 0
     try:
@@ -224,10 +316,11 @@ def run_config(
         for classes, seed in inputs:
             with config.context(pipe):
                 images.append(call(pipe, classes, seed, steps))
+        held = run_bench.held_cache_bytes(pipe.transformer)
     finally:
         config.remove(pipe)
     total = steps * NUM_BLOCKS * len(inputs)
-    return np.concatenate(images), total / max(counter.calls, 1)
+    return np.concatenate(images), total / max(counter.calls, 1), held
 
 
 def psnr(reference: np.ndarray, images: np.ndarray) -> float:
@@ -239,34 +332,62 @@ def pick(rows: list[dict[str, Any]], target: float) -> dict[str, Any] | None:
     return max(reaching, key=lambda r: r["psnr"]) if reaching else None
 
 
-def run(quick: bool = False) -> tuple[list[str], dict[str, Any]]:
-    """Tune, pick, evaluate; returns the markdown lines of the section and the raw results."""
+def calibrate_mag_ratios(pipe: Any, kwargs: dict[str, Any], steps: int) -> list[float]:
+    """diffusers' MagCache calibration run at `steps` steps; it prints the ratios, which we parse."""
+    from diffusers import MagCacheConfig
+
+    pipe.transformer.enable_cache(MagCacheConfig(calibrate=True, num_inference_steps=steps))
+    buffer = io.StringIO()
+    try:
+        with contextlib.redirect_stdout(buffer):
+            pipe(**kwargs, generator=torch.Generator().manual_seed(TUNE_SEED))
+    finally:
+        pipe.transformer.disable_cache()
+    lines = [line for line in buffer.getvalue().splitlines() if line.strip().startswith("[")]
+    return [float(x) for x in lines[-1].strip("[] \n").split(",")]
+
+
+def describe(options: dict[str, Any]) -> str:
+    """A short readable label of a calibrated options dict."""
+    parts = []
+    for key, value in options.items():
+        if key == "compute_steps":
+            parts.append(f"compute_steps={list(value)}")
+        elif key == "taylorseer_kwargs":
+            parts.append(f"TS({value.get('n_derivatives')})")
+        elif key in ("enable_taylorseer", "enable_encoder_taylorseer") and value is True:
+            continue
+        else:
+            parts.append(f"{key}={value}")
+    return " ".join(parts)
+
+
+def protocol(pipe: Any, counter: run_bench.BlockCounter, steps: int, quick: bool) -> dict[str, Any]:
+    """Tune, pick and evaluate every family at `steps` steps."""
     started = time.time()
-    pipe = testbed.load_testbed_pipeline()
-    pipe.set_progress_bar_config(disable=True)
-    counter = run_bench.BlockCounter(pipe.transformer)
     tune_inputs = [(TUNE_CLASSES, TUNE_SEED)]
     eval_inputs = [(EVAL_CLASSES, seed) for seed in EVAL_SEEDS]
     if quick:
         eval_inputs = eval_inputs[:1]
 
-    tune_reference = np.concatenate([call(pipe, c, s, STEPS) for c, s in tune_inputs])
-    eval_reference = np.concatenate([call(pipe, c, s, STEPS) for c, s in eval_inputs])
-    kwargs = {
-        "prompt_embeds": testbed.testbed_prompt_embeds(TUNE_CLASSES)[0],
-        "pooled_prompt_embeds": testbed.testbed_prompt_embeds(TUNE_CLASSES)[1],
+    tune_reference = np.concatenate([call(pipe, c, s, steps) for c, s in tune_inputs])
+    eval_reference = np.concatenate([call(pipe, c, s, steps) for c, s in eval_inputs])
+    prompt_embeds, pooled = testbed.testbed_prompt_embeds(TUNE_CLASSES)
+    tune_kwargs = {
+        "prompt_embeds": prompt_embeds,
+        "pooled_prompt_embeds": pooled,
         "height": testbed.IMAGE_SIZE,
         "width": testbed.IMAGE_SIZE,
-        "num_inference_steps": STEPS,
+        "num_inference_steps": steps,
         "output_type": "np",
     }
-    mag_ratios = run_bench.calibrate_mag_ratios(pipe, kwargs)  # on the tuning inputs
+    mag_ratios = calibrate_mag_ratios(pipe, tune_kwargs, steps)  # on the tuning inputs
 
-    configs = grid(mag_ratios, quick)
+    configs = grid(mag_ratios, quick, steps)
     tune_started = time.time()
     tuned: dict[str, list[dict[str, Any]]] = {}
     for config in configs:
-        images, speedup = run_config(pipe, counter, config, tune_inputs, STEPS)
+        images, speedup, _ = run_config(pipe, counter, config, tune_inputs, steps)
         row = {
             "config": config,
             "label": config.label,
@@ -275,9 +396,47 @@ def run(quick: bool = False) -> tuple[list[str], dict[str, Any]]:
         }
         tuned.setdefault(config.family, []).append(row)
         print(
-            f"tune {config.family:36s} {config.label:44s} {speedup:5.2f}x {row['psnr']:6.2f} dB", flush=True
+            f"[{steps}] tune {config.family:36s} {config.label:44s} {speedup:5.2f}x {row['psnr']:6.2f} dB",
+            flush=True,
         )
     tune_seconds = time.time() - tune_started
+
+    # cache-dit calibrated: one calibration per target on the tuning inputs, then run there like a grid point
+    calibrate = getattr(cache_dit, "calibrate", None)
+    calibrated: dict[float, dict[str, Any]] = {}
+    calibrate_note = ""
+    calibrate_started = time.time()
+    if calibrate is None:
+        calibrate_note = "`cache_dit.calibrate` does not exist in this checkout: the family was skipped."
+        print(f"[{steps}] {calibrate_note}", flush=True)
+    else:
+        for target in TARGETS:
+            kwargs = {**tune_kwargs, "generator": torch.Generator().manual_seed(TUNE_SEED)}
+            t0 = time.time()
+            options = calibrate(pipe, kwargs, target_speedup=target, verbose=False)
+            seconds = time.time() - t0
+            runs = getattr(options, "runs", None)
+            plain = dict(options)
+            config = ours(f"target {target}x: {describe(plain)}", CALIBRATED, **plain)
+            images, speedup, _ = run_config(pipe, counter, config, tune_inputs, steps)
+            row = {
+                "config": config,
+                "label": config.label,
+                "speedup": speedup,
+                "psnr": psnr(tune_reference, images),
+                "target": target,
+                "seconds": seconds,
+                "runs": runs,
+                "options": plain,
+            }
+            calibrated[target] = row
+            tuned.setdefault(CALIBRATED, []).append(row)
+            print(
+                f"[{steps}] calibrate {target:.1f}x in {seconds:.1f} s ({runs} runs): {config.label} "
+                f"{speedup:5.2f}x {row['psnr']:6.2f} dB",
+                flush=True,
+            )
+    calibrate_seconds = time.time() - calibrate_started
 
     eval_started = time.time()
     evaluated: dict[tuple[str, str], dict[str, Any]] = {}
@@ -285,46 +444,145 @@ def run(quick: bool = False) -> tuple[list[str], dict[str, Any]]:
     for target in TARGETS:
         picks[target] = {}
         for family, rows in tuned.items():
-            chosen = pick(rows, target)
+            chosen = calibrated[target] if family == CALIBRATED else pick(rows, target)
             picks[target][family] = chosen
             if chosen is None or (family, chosen["label"]) in evaluated:
                 continue
-            images, speedup = run_config(pipe, counter, chosen["config"], eval_inputs, STEPS)
-            evaluated[(family, chosen["label"])] = {"speedup": speedup, "psnr": psnr(eval_reference, images)}
+            images, speedup, held = run_config(pipe, counter, chosen["config"], eval_inputs, steps)
+            evaluated[(family, chosen["label"])] = {
+                "speedup": speedup,
+                "psnr": psnr(eval_reference, images),
+                "memory_mb": held / 2**20 if chosen["config"].side == "ours" else None,
+            }
             print(
-                f"eval {target:.1f}x {family:36s} {chosen['label']:44s} {speedup:5.2f}x "
+                f"[{steps}] eval {target:.1f}x {family:36s} {chosen['label']:44s} {speedup:5.2f}x "
                 f"{evaluated[(family, chosen['label'])]['psnr']:6.2f} dB",
                 flush=True,
             )
     eval_seconds = time.time() - eval_started
 
     side_of = {c.family: c.side for c in configs}
-    table, detail = [], []
+    side_of[CALIBRATED] = "ours"
+    best: dict[float, dict[str, tuple[float, str, dict[str, Any], dict[str, Any]] | None]] = {}
     for target in TARGETS:
-        best: dict[str, tuple[float, str, dict[str, Any], dict[str, Any]] | None] = {
-            "ours": None,
-            "peer": None,
-        }
+        best[target] = {"ours": None, "peer": None}
         for family, chosen in picks[target].items():
-            line = f"| {target:.1f}x | {family} | "
-            if chosen is None:
-                detail.append(line + "not reached on the tuning inputs | | | | |")
+            if (
+                chosen is None or chosen["speedup"] < target - 1e-9
+            ):  # calibrated below its target: not counted
                 continue
             ev = evaluated[(family, chosen["label"])]
-            detail.append(
-                line + f"{chosen['label']} | {chosen['speedup']:.2f}x | {chosen['psnr']:.2f} | "
-                f"{ev['speedup']:.2f}x | {ev['psnr']:.2f} |"
-            )
             side = side_of[family]
-            if best[side] is None or ev["psnr"] > best[side][0]:  # type: ignore[index]
-                best[side] = (ev["psnr"], family, chosen, ev)
+            held = best[target][side]
+            if held is None or ev["psnr"] > held[0]:
+                best[target][side] = (ev["psnr"], family, chosen, ev)
+    return {
+        "steps": steps,
+        "tuned": tuned,
+        "picks": picks,
+        "evaluated": evaluated,
+        "best": best,
+        "calibrated": calibrated,
+        "calibrate_note": calibrate_note,
+        "configs": len(configs),
+        "eval_inputs": eval_inputs,
+        "seconds": time.time() - started,
+        "tune_seconds": tune_seconds,
+        "calibrate_seconds": calibrate_seconds,
+        "eval_seconds": eval_seconds,
+    }
 
-        def cell(b: tuple[float, str, dict[str, Any], dict[str, Any]] | None) -> str:
-            if b is None:
-                return "not reached"
-            return f"{b[0]:.2f} dB at {b[3]['speedup']:.2f}x ({b[1]}: {b[2]['label']})"
 
-        o, p = best["ours"], best["peer"]
+def wide_timing(result: dict[str, Any], quick: bool) -> dict[str, Any]:
+    """Wall-clock on the wide random config of the 2x and 3x picks at 28 steps (best of ours, best peer,
+    calibrated): median of `repeats` rounds, each an uncached run then every method once, interleaved."""
+    repeats = 1 if quick else 3
+    methods: dict[tuple[str, str], Config] = {}
+    roles: list[tuple[float, str, tuple[str, str]]] = []
+    for target in WIDE_TARGETS:
+        chosen = {
+            "best of ours": result["best"][target]["ours"],
+            "best peer": result["best"][target]["peer"],
+        }
+        for role, b in chosen.items():
+            if b is not None:
+                key = (b[1], b[2]["label"])
+                methods[key] = b[2]["config"]
+                roles.append((target, role, key))
+        calib = result["calibrated"].get(target)
+        if calib is not None:
+            key = (CALIBRATED, calib["label"])
+            methods[key] = calib["config"]
+            roles.append((target, "cache-dit calibrated", key))
+
+    started = time.time()
+    pipe = testbed.build_wide_pipeline()
+    pipe.set_progress_bar_config(disable=True)
+    prompt_embeds, pooled = testbed.wide_prompt_embeds(1)
+    kwargs = {
+        "prompt_embeds": prompt_embeds,
+        "pooled_prompt_embeds": pooled,
+        "height": testbed.WIDE_IMAGE_SIZE,
+        "width": testbed.WIDE_IMAGE_SIZE,
+        "num_inference_steps": WIDE_STEPS,
+        "output_type": "latent",
+    }
+    counter = run_bench.BlockCounter(pipe.transformer)
+
+    def timed() -> float:
+        start = time.perf_counter()
+        pipe(**kwargs, generator=torch.Generator().manual_seed(0))
+        return time.perf_counter() - start
+
+    timed()  # warm-up
+    plain: list[float] = []
+    times: dict[tuple[str, str], list[float]] = {key: [] for key in methods}
+    calls: dict[tuple[str, str], int] = {}
+    for _ in range(repeats):
+        plain.append(timed())
+        for key, config in methods.items():
+            config.apply(pipe)
+            counter.calls = 0
+            try:
+                with config.context(pipe):
+                    times[key].append(timed())
+            finally:
+                config.remove(pipe)
+            calls[key] = counter.calls
+    measured = {
+        key: {
+            "wall_speedup": statistics.median(plain) / statistics.median(times[key]),
+            "block_speedup": WIDE_STEPS * NUM_BLOCKS / max(calls[key], 1),
+            "seconds": statistics.median(times[key]),
+        }
+        for key in methods
+    }
+    print(f"wide timing: {measured}", flush=True)
+    return {
+        "roles": roles,
+        "measured": measured,
+        "plain_s": statistics.median(plain),
+        "repeats": repeats,
+        "seconds": time.time() - started,
+    }
+
+
+# ----------------------------------------------------------------------------------------------------------
+# markdown
+
+
+def section_lines(result: dict[str, Any], quick: bool) -> list[str]:
+    steps = result["steps"]
+    evaluated, picks, best = result["evaluated"], result["picks"], result["best"]
+
+    def cell(b: tuple[float, str, dict[str, Any], dict[str, Any]] | None) -> str:
+        if b is None:
+            return "not reached"
+        return f"{b[0]:.2f} dB at {b[3]['speedup']:.2f}x ({b[1]}: {b[2]['label']})"
+
+    table, detail = [], []
+    for target in TARGETS:
+        o, p = best[target]["ours"], best[target]["peer"]
         if o is None:
             verdict = "MISSED (ours does not reach this speedup)"
         elif p is None:
@@ -332,63 +590,155 @@ def run(quick: bool = False) -> tuple[list[str], dict[str, Any]]:
         else:
             gap = o[0] - p[0]
             verdict = f"{gap:+.2f} dB: " + ("ahead" if gap > 0 else "BEHIND (target missed)")
-        table.append(f"| {target:.1f}x | {cell(o)} | {cell(p)} | {verdict} |")
+        calib = result["calibrated"].get(target)
+        if calib is None:
+            calib_cell = "not run"
+        else:
+            ev = evaluated[(CALIBRATED, calib["label"])]
+            calib_cell = f"{ev['psnr']:.2f} dB at {ev['speedup']:.2f}x"
+        fixed = picks[target].get(FIXED)
+        fixed_cell = "not reached"
+        if fixed is not None:
+            ev = evaluated[(FIXED, fixed["label"])]
+            fixed_cell = f"{ev['psnr']:.2f} dB at {ev['speedup']:.2f}x ({fixed['label']})"
+        table.append(f"| {target:.1f}x | {cell(o)} | {cell(p)} | {verdict} | {calib_cell} | {fixed_cell} |")
+        for family, chosen in picks[target].items():
+            line = f"| {target:.1f}x | {family} | "
+            if chosen is None:
+                detail.append(line + "not reached on the tuning inputs | | | | | |")
+                continue
+            ev = evaluated[(family, chosen["label"])]
+            memory = "not measured" if ev["memory_mb"] is None else f"{ev['memory_mb']:.3f}"
+            note = " (below target: not counted)" if chosen["speedup"] < target - 1e-9 else ""
+            detail.append(
+                line + f"{chosen['label']}{note} | {chosen['speedup']:.2f}x | {chosen['psnr']:.2f} | "
+                f"{ev['speedup']:.2f}x | {ev['psnr']:.2f} | {memory} |"
+            )
 
-    grid_lines = []
-    for family, rows in tuned.items():
-        grid_lines.append(f"- {family}: {len(rows)} configurations.")
+    grid_lines = [
+        f"- {family}: " + "; ".join(f"{k} in {v}" for k, v in params.items()) + "."
+        for family, params in grids(quick, steps).items()
+    ]
+    if steps > 28 and not quick:
+        grid_lines.append(f"- Thinned: {THINNED_AT_50}.")
+    count_lines = [f"{family} {len(rows)}" for family, rows in result["tuned"].items()]
+
+    calib_lines: list[str] = []
+    if result["calibrated"]:
+        calib_lines = [
+            "",
+            f"cache-dit calibrated at {steps} steps (`cache_dit.calibrate(pipe, tuning kwargs, target_speedup=t, "
+            "verbose=False)`; wall time of the call on 2 shared CPU cores; runs = its cost in pipeline runs as "
+            "the returned dict reports it):",
+            "",
+            "| target | options | calibration s | runs | tune speedup | tune PSNR | eval speedup | eval PSNR |",
+            "| --- | --- | --- | --- | --- | --- | --- | --- |",
+        ]
+        for target, row in result["calibrated"].items():
+            ev = evaluated[(CALIBRATED, row["label"])]
+            runs = "not reported" if row["runs"] is None else f"{row['runs']}"
+            calib_lines.append(
+                f"| {target:.1f}x | `{describe(row['options'])}` | {row['seconds']:.1f} | {runs} | "
+                f"{row['speedup']:.2f}x | {row['psnr']:.2f} | {ev['speedup']:.2f}x | {ev['psnr']:.2f} |"
+            )
+    elif result["calibrate_note"]:
+        calib_lines = ["", f"cache-dit calibrated: {result['calibrate_note']}"]
+
+    return [
+        f"### {steps} steps",
+        "",
+        f"{result['seconds']:.0f} s (tuning {result['tune_seconds']:.0f} s for {result['configs']} configurations, "
+        f"calibration {result['calibrate_seconds']:.0f} s, evaluation {result['eval_seconds']:.0f} s for "
+        f"{len(evaluated)} picks).",
+        "",
+        "| target speedup | ours (eval PSNR at eval speedup; family: config) | best tuned peer | gap | "
+        "cache-dit calibrated (eval) | best fixed schedule (eval) |",
+        "| --- | --- | --- | --- | --- | --- |",
+        *table,
+        *calib_lines,
+        "",
+        f"Grids at {steps} steps (all combinations):",
+        "",
+        *grid_lines,
+        "- Configurations run: " + ", ".join(count_lines) + ".",
+        "",
+        f"Each family's pick per target at {steps} steps (tuning inputs -> evaluation inputs; extra memory = "
+        "bytes cache-dit's state holds after a call, batch 4; peers not measured):",
+        "",
+        "| target | family | picked config | tune speedup | tune PSNR | eval speedup | eval PSNR | extra MB |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- |",
+        *detail,
+        "",
+    ]
+
+
+def wide_lines(wide: dict[str, Any]) -> list[str]:
+    rows = []
+    for target, role, key in wide["roles"]:
+        m = wide["measured"][key]
+        rows.append(
+            f"| {target:.1f}x | {role} | {key[0]}: {key[1]} | {m['block_speedup']:.2f}x | "
+            f"{m['wall_speedup']:.2f}x | {m['seconds']:.3f} |"
+        )
+    return [
+        f"### Wall-clock on the wide random config ({WIDE_STEPS} steps)",
+        "",
+        f"The {', '.join(f'{t:.0f}x' for t in WIDE_TARGETS)} picks at 28 steps (best of ours and best peer by "
+        "evaluation PSNR, and the calibrated options), run unchanged on `testbed.build_wide_pipeline()` (FLUX, "
+        "4+8 blocks, 512 wide, random weights, 64x64, batch 1): median of "
+        f"{wide['repeats']} rounds, each an uncached run followed by every method once (uncached median "
+        f"{wide['plain_s']:.3f} s; {wide['seconds']:.0f} s in all). Block speedup = block calls counted on the wide "
+        "config itself: dynamic gates decide on its random features, so they may cache differently than on the "
+        "testbed; fixed schedules cache the same steps.",
+        "",
+        "| target | role | method: config | block speedup (wide) | wall-clock speedup (wide) | median s |",
+        "| --- | --- | --- | --- | --- | --- |",
+        *rows,
+        "",
+    ]
+
+
+def run(quick: bool = False) -> tuple[list[str], dict[str, Any]]:
+    """Tune, pick, evaluate at every step count, time the picks on the wide config; returns the markdown
+    lines of the section and the raw results."""
+    started = time.time()
+    pipe = testbed.load_testbed_pipeline()
+    pipe.set_progress_bar_config(disable=True)
+    counter = run_bench.BlockCounter(pipe.transformer)
+    results = {steps: protocol(pipe, counter, steps, quick) for steps in STEP_COUNTS}
+    wide = wide_timing(results[WIDE_STEPS], quick)
     total_seconds = time.time() - started
+    eval_seeds = [s for _, s in results[STEP_COUNTS[0]]["eval_inputs"]]
     lines = [
         f"<!-- {MARKER}:start -->",
         "## Tuned Pareto: every method tuned on the bench's inputs, evaluated on other inputs",
         "",
         f"Generated by `bench/tuned_pareto.py{' --quick' if quick else ''}` on "
-        f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())} in {total_seconds:.0f} s (tuning "
-        f"{tune_seconds:.0f} s for {len(configs)} configurations, evaluation {eval_seconds:.0f} s for "
-        f"{len(evaluated)} picks).",
+        f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())} in {total_seconds:.0f} s on 2 shared CPU cores.",
         "",
-        "Protocol. Trained testbed, 28 steps, speed = uncached block calls / cached block calls (counted below "
-        "every cache). (1) Tune: every configuration of every method's grid runs once on the bench's inputs "
-        f"(classes {TUNE_CLASSES}, seed {TUNE_SEED}). (2) Pick: per method family and target speedup, the "
-        "configuration with the best tuning PSNR among those whose tuning speedup reaches the target. (3) "
-        f"Evaluate each pick on inputs never used for tuning: classes {EVAL_CLASSES} x seeds "
-        f"{[s for _, s in eval_inputs]} ({len(EVAL_CLASSES) * len(eval_inputs)} images), PSNR vs the uncached "
-        "output of the same input, mean over the images. On each side (ours / peers) the row shows the family "
-        "whose pick evaluates best. The evaluation speedup can fall below the target: dynamic gates cache "
-        "less on inputs they were not tuned on. 50 steps: not run.",
+        f"Protocol, run at {' and '.join(str(s) for s in STEP_COUNTS)} steps, each step count tuned on its own. "
+        "Trained testbed, speed = uncached block calls / cached block calls (counted below every cache). (1) "
+        "Tune: every configuration of every method's grid runs once on the bench's inputs (classes "
+        f"{TUNE_CLASSES}, seed {TUNE_SEED}). (2) Pick: per method family and target speedup, the configuration "
+        "with the best tuning PSNR among those whose tuning speedup reaches the target. 'cache-dit calibrated' "
+        "is not a grid: its pick at a target is `cache_dit.calibrate(pipe, kwargs, target_speedup=target)` run "
+        "on the tuning inputs only (same kwargs, `generator` seeded with the tuning seed); it counts on our "
+        "side only where its tuning speedup reaches the target, like every other pick. (3) Evaluate each pick on "
+        f"inputs never used for tuning: classes {EVAL_CLASSES} x seeds {eval_seeds} "
+        f"({len(EVAL_CLASSES) * len(eval_seeds)} images), PSNR vs the uncached output of the same input, mean "
+        "over the images. On each side (ours / peers) the row shows the family whose pick evaluates best. The "
+        "evaluation speedup can fall below the target: dynamic gates cache less on inputs they were not tuned "
+        "on. 'cache-dit fixed schedule' = `Fn_compute_blocks=0, Bn_compute_blocks=0, compute_steps=...` (0 block "
+        "calls on a cached step, the whole stack's residual forecast by TaylorSeer on both streams) with the "
+        "uniform schedule `fixed_schedule(steps, warmup, interval, last)`: steps 0..warmup-1 in full, then one "
+        "full step every `interval` steps, the last step in full or not; label `w4 i3 last TS(2)` = warmup 4, "
+        "interval 3, last step computed, TaylorSeer order 2.",
         "",
-        "| target speedup | ours (eval PSNR at eval speedup; family: config) | best tuned peer | gap |",
-        "| --- | --- | --- | --- |",
-        *table,
-        "",
-        "Grids (all combinations):",
-        "",
-        "- cache-dit (`cache_type='dbcache'`, TaylorSeer off / order 1 / order 2 on both streams): "
-        + "; ".join(f"{k} in {v}" for k, v in our_grid(quick).items())
-        + " (1.0 with a cap = a fixed schedule). F2B1 was in an earlier run of 504 configurations (Fn/Bn in "
-        "(1,0), (2,1), caps up to 3, no 0.4) and was never picked at any target.",
-        "- diffusers FirstBlockCache: threshold in "
-        f"{[0.08, 0.16, 0.32] if quick else [0.06, 0.08, 0.12, 0.16, 0.24, 0.32, 0.5]}.",
-        "- diffusers MagCache: ratios from its own calibration run on the tuning inputs; threshold in "
-        f"{[0.06, 0.5] if quick else [0.02, 0.06, 0.12, 0.24, 0.5, 1.0]} x max_skip_steps in "
-        f"{[3] if quick else [2, 3, 5]}.",
-        "- diffusers TaylorSeer lite (`use_lite_mode=True`, float32 factors): cache_interval in "
-        f"{[2, 4] if quick else [2, 3, 4, 5, 6, 8]} x disable_cache_before_step in "
-        f"{[4] if quick else [2, 3, 4, 6, 8]} x max_order in {[1] if quick else [1, 2]}.",
-        "- diffusers SeaCache (residual_order 1, cache_end_steps 1, power_exp 3; FLUX context and latent "
-        "callback supplied by the bench): threshold in "
-        f"{[0.2, 0.8] if quick else [0.05, 0.1, 0.2, 0.4, 0.8, 1.6, 3.2]} x max_consecutive_cached in "
-        f"{[2] if quick else [1, 2, 3, 5]} x retention_steps in {[1] if quick else [1, 3]}.",
-        *grid_lines,
-        "",
-        "Each family's pick per target (tuning inputs -> evaluation inputs):",
-        "",
-        "| target | family | picked config | tune speedup | tune PSNR | eval speedup | eval PSNR |",
-        "| --- | --- | --- | --- | --- | --- | --- |",
-        *detail,
+        *[line for steps in STEP_COUNTS for line in section_lines(results[steps], quick)],
+        *wide_lines(wide),
         f"<!-- {MARKER}:end -->",
     ]
-    return lines, {"tuned": tuned, "picks": picks, "evaluated": evaluated, "seconds": total_seconds}
+    return lines, {"results": results, "wide": wide, "seconds": total_seconds}
 
 
 def main(argv: list[str] | None = None) -> int:
