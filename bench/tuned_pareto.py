@@ -631,15 +631,23 @@ def section_lines(result: dict[str, Any], quick: bool) -> list[str]:
             "verbose=False)`; wall time of the call on 2 shared CPU cores; runs = its cost in pipeline runs as "
             "the returned dict reports it):",
             "",
-            "| target | options | calibration s | runs | tune speedup | tune PSNR | eval speedup | eval PSNR |",
-            "| --- | --- | --- | --- | --- | --- | --- | --- |",
+            "| target | options | calibration s | runs | tune speedup | tune PSNR | eval speedup | eval PSNR | "
+            "eval speedup within 10 % of target | vs the fixed-schedule pick at this target (eval PSNR) |",
+            "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
         ]
         for target, row in result["calibrated"].items():
             ev = evaluated[(CALIBRATED, row["label"])]
             runs = "not reported" if row["runs"] is None else f"{row['runs']}"
+            within = "yes" if abs(ev["speedup"] / target - 1) <= 0.1 + 1e-9 else "NO"
+            fixed = picks[target].get(FIXED)
+            versus = "no fixed-schedule pick"
+            if fixed is not None:
+                fixed_ev = evaluated[(FIXED, fixed["label"])]
+                versus = f"{ev['psnr'] - fixed_ev['psnr']:+.2f} dB ({fixed['label']} at {fixed_ev['speedup']:.2f}x)"
             calib_lines.append(
                 f"| {target:.1f}x | `{describe(row['options'])}` | {row['seconds']:.1f} | {runs} | "
-                f"{row['speedup']:.2f}x | {row['psnr']:.2f} | {ev['speedup']:.2f}x | {ev['psnr']:.2f} |"
+                f"{row['speedup']:.2f}x | {row['psnr']:.2f} | {ev['speedup']:.2f}x | {ev['psnr']:.2f} | "
+                f"{within} | {versus} |"
             )
     elif result["calibrate_note"]:
         calib_lines = ["", f"cache-dit calibrated: {result['calibrate_note']}"]
