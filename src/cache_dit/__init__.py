@@ -19,8 +19,11 @@ __all__ = [
     "TaylorSeerConfig",
     "apply_cache_on_pipe",
     "apply_cache_on_transformer",
+    "calibrate",
     "denoising_run",
     "disable_cache",
+    "load_calibration",
+    "save_calibration",
     "set_compile_configs",
     "summary",
 ]
@@ -37,8 +40,11 @@ if TYPE_CHECKING:
         TaylorSeerConfig,
         apply_cache_on_pipe,
         apply_cache_on_transformer,
+        calibrate,
         denoising_run,
         disable_cache,
+        load_calibration,
+        save_calibration,
         set_compile_configs,
         summary,
     )
