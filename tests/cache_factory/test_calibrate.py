@@ -10,7 +10,7 @@ import pytest
 import torch
 
 import cache_dit
-from cache_dit.cache_factory.calibrate import (
+from cache_dit.cache_factory.calibration import (
     _order1_errors,
     best_order1_schedule,
     block_speedup,
