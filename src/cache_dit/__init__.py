@@ -26,6 +26,7 @@ __all__ = [
     "save_calibration",
     "set_compile_configs",
     "summary",
+    "uniform_schedule",
 ]
 _LAZY = set(__all__)
 __all__ += ["set_verbose"]
@@ -47,6 +48,7 @@ if TYPE_CHECKING:
         save_calibration,
         set_compile_configs,
         summary,
+        uniform_schedule,
     )
 
 

@@ -76,7 +76,7 @@ def test_target_speedup_gives_verified_options_and_leaves_the_pipeline_uncached(
     assert get_runner(pipe.transformer) is None
     assert options.speedup == 2.0 and options.num_inference_steps == STEPS
     assert options["Fn_compute_blocks"] == 0 and len(options["compute_steps"]) == 3
-    assert options.runs == 1 + 3  # the recorded run and three verifications
+    assert options.runs == 1 + 4  # the recorded run and four verifications (verify_runs=4)
     # the reported PSNR is the one the options give on the same inputs (seed 0 when no generator is given)
     reference = pipe(**_kwargs(torch.Generator().manual_seed(0))).images
     cache_dit.apply_cache_on_pipe(pipe, **options)
@@ -148,3 +148,19 @@ def test_a_cached_pipeline_is_refused():
     cache_dit.apply_cache_on_pipe(pipe, cache_type="FBCache")
     with pytest.raises(ValueError, match="needs an uncached pipeline"):
         cache_dit.calibrate(pipe, _kwargs(), target_speedup=2.0)
+
+
+def test_uniform_schedule():
+    assert cache_dit.uniform_schedule(8) == [0, 2, 4, 6]
+    assert cache_dit.uniform_schedule(12, warmup_steps=3, interval=4, include_last=True) == [
+        0,
+        1,
+        2,
+        6,
+        10,
+        11,
+    ]
+    with pytest.raises(ValueError, match="interval must be >= 1"):
+        cache_dit.uniform_schedule(8, interval=0)
+    with pytest.raises(TypeError, match="warmup_steps must be an int"):
+        cache_dit.uniform_schedule(8, warmup_steps=2.5)

@@ -10,7 +10,7 @@ from .adapters import (
 )
 from .apply import apply_cache_on_pipe, apply_cache_on_transformer, denoising_run, disable_cache, summary
 from .cache_types import CacheType
-from .calibration import CalibratedOptions, calibrate, load_calibration, save_calibration
+from .calibration import CalibratedOptions, calibrate, load_calibration, save_calibration, uniform_schedule
 from .compile import set_compile_configs
 from .config import CacheConfig, CFGConfig, DBCacheConfig, DBPruneConfig, TaylorSeerConfig, build_config
 from .stats import CacheStats
@@ -40,4 +40,5 @@ __all__ = [
     "set_compile_configs",
     "summary",
     "supported_models",
+    "uniform_schedule",
 ]

@@ -103,9 +103,12 @@ class _Recorder:
         return out
 
 
-def forecast_cost(recorded: list[torch.Tensor], steps: tuple[int, ...], order: int) -> float:
-    """Sum over the cached steps of the mean |forecast - recorded| of every recorded stream, forecasting as the
-    cache does (TaylorSeer of `order`, updated at the computed `steps`) along the recorded trajectory."""
+def forecast_cost(
+    recorded: list[torch.Tensor], steps: tuple[int, ...], order: int, weights: torch.Tensor | None = None
+) -> float:
+    """Sum over the cached steps k of weights[k] x the mean |forecast - recorded| of every recorded stream,
+    forecasting as the cache does (TaylorSeer of `order`, updated at the computed `steps`) along the recorded
+    trajectory. Weights None: 1 per step."""
     total = 0.0
     computed = set(steps)
     for values in recorded:
@@ -114,12 +117,14 @@ def forecast_cost(recorded: list[torch.Tensor], steps: tuple[int, ...], order: i
             if k in computed or not seer.factors:
                 seer.update(values[k], k)
             else:
-                total += float((seer.predict(k) - values[k]).abs().mean())
+                weight = 1.0 if weights is None else float(weights[k])
+                total += weight * float((seer.predict(k) - values[k]).abs().mean())
     return total
 
 
-def _order1_errors(recorded: list[torch.Tensor]) -> torch.Tensor:
-    """E[p + 1, a, k]: error at step k > a forecasting from computed steps p < a (p = -1: only a, order 0)."""
+def _order1_errors(recorded: list[torch.Tensor], weights: torch.Tensor | None = None) -> torch.Tensor:
+    """E[p + 1, a, k]: weighted error at step k > a forecasting from computed steps p < a (p = -1: only a, order
+    0), as `forecast_cost` counts it."""
     n = recorded[0].shape[0]
     errors = torch.zeros(n + 1, n, n, dtype=torch.float64)
     ks = torch.arange(n, dtype=torch.float32)
@@ -132,7 +137,21 @@ def _order1_errors(recorded: list[torch.Tensor]) -> torch.Tensor:
                 slope = (base - values[p]) / (a - p)
                 forecast = base + slope * (ks[a + 1 :] - a)[:, None]
                 errors[p + 1, a, a + 1 :] += (forecast - ahead).abs().mean(1).double()
+    if weights is not None:
+        errors *= weights.double()[None, None, :]
     return errors
+
+
+def step_weights(timesteps: list[float], num_steps: int) -> torch.Tensor | None:
+    """How much an error at each step moves the result: the step's size |t_k - t_(k+1)| (t after the last step
+    = 0), normalized to mean 1. None when the timesteps of the recorded run are not one per step."""
+    if len(timesteps) != num_steps or num_steps < 2:
+        return None
+    t = torch.tensor([*timesteps, 0.0], dtype=torch.float64)
+    sizes = (t[:-1] - t[1:]).abs()
+    if not torch.isfinite(sizes).all() or float(sizes.sum()) <= 0:
+        return None
+    return sizes / sizes.mean()
 
 
 def best_order1_schedule(errors: torch.Tensor, computed: int) -> tuple[int, ...]:
@@ -165,18 +184,43 @@ def best_order1_schedule(errors: torch.Tensor, computed: int) -> tuple[int, ...]
     return tuple(reversed(path))
 
 
+def uniform_schedule(
+    num_inference_steps: int, warmup_steps: int = 1, interval: int = 2, include_last: bool = False
+) -> list[int]:
+    """A fixed schedule for `compute_steps`: steps 0 .. warmup_steps-1 run in full, then one step every `interval`
+    steps (warmup_steps-1+interval, warmup_steps-1+2*interval, ...), and the last step too with `include_last`.
+
+    >>> uniform_schedule(12, warmup_steps=3, interval=4)
+    [0, 1, 2, 6, 10]
+    >>> uniform_schedule(8)  # every other step
+    [0, 2, 4, 6]
+    """
+    for name, value, low in (
+        ("num_inference_steps", num_inference_steps, 1),
+        ("warmup_steps", warmup_steps, 1),
+        ("interval", interval, 1),
+    ):
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise TypeError(f"uniform_schedule: {name} must be an int, got {type(value).__name__}: {value!r}")
+        if value < low:
+            raise ValueError(f"uniform_schedule: {name} must be >= {low}, got {value}")
+    steps = set(range(min(warmup_steps, num_inference_steps)))
+    steps |= set(range(warmup_steps - 1 + interval, num_inference_steps, interval))
+    if include_last:
+        steps.add(num_inference_steps - 1)
+    return sorted(steps)
+
+
 def uniform_schedules(num_steps: int, computed: int) -> list[tuple[int, ...]]:
-    """Schedules with `computed` steps: `w` warmup steps, then one every `i` steps (with or without the last step),
-    for every (w, i) that gives exactly that many computed steps."""
+    """Every `uniform_schedule` (any warmup, interval >= 2, with or without the last step) with exactly
+    `computed` computed steps."""
     found = set()
     for warmup in range(1, computed + 1):
         for interval in range(2, num_steps):
             for last in (False, True):
-                steps = set(range(warmup)) | set(range(warmup - 1 + interval, num_steps, interval))
-                if last:
-                    steps.add(num_steps - 1)
+                steps = uniform_schedule(num_steps, warmup, interval, last)
                 if len(steps) == computed:
-                    found.add(tuple(sorted(steps)))
+                    found.add(tuple(steps))
     return sorted(found)
 
 
@@ -281,7 +325,7 @@ def calibrate(
     max_order: int = 2,
     Fn_compute_blocks: int = 0,  # noqa: N803 - the option's own name
     Bn_compute_blocks: int = 0,  # noqa: N803
-    verify_runs: int = 3,
+    verify_runs: int = 4,
     seed: int = 0,
     save_to: str | os.PathLike[str] | None = None,
     verbose: bool = True,
@@ -299,7 +343,7 @@ def calibrate(
         min_psnr: wanted quality; the result is the fewest computed steps whose verified PSNR reaches it.
         max_order: highest TaylorSeer order tried (0 = plain reuse), default 2.
         Fn_compute_blocks / Bn_compute_blocks: blocks run on every step (default 0 / 0: a cached step runs none).
-        verify_runs: cached runs that verify the best predicted candidates (default 3, >= 1).
+        verify_runs: cached runs that verify the best predicted candidates (default 4, >= 1).
         seed: the generator seed used when call_kwargs has none.
         save_to: a JSON file to store the result in, keyed by model class and step count (merged with what the
             file holds); read it back with `load_calibration`.
@@ -350,7 +394,18 @@ def calibrate(
         runner = get_runner(transformer)
         runner.recorder = recorder
         runner.schedule = _EVERY_STEP
-        reference = runs()
+        timesteps: list[float] = []  # the first call's timestep at each step (CFG calls share it)
+
+        def note_timestep(module: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
+            t = runner._timestep(args, kwargs)
+            if t is not None and (not timesteps or t != timesteps[-1]):
+                timesteps.append(t)
+
+        hook = transformer.register_forward_pre_hook(note_timestep, with_kwargs=True)
+        try:
+            reference = runs()
+        finally:
+            hook.remove()
         num_steps = max(b.calls for b in runner.call.branches.values())
         num_blocks = runner.num_blocks
     finally:
@@ -363,17 +418,28 @@ def calibrate(
         )
 
     def candidates_for(computed: int) -> list[_Candidate]:
-        found = [_Candidate(best_order1_schedule(errors, computed), 1, "dp order 1")]
-        found += [_Candidate(s, 1, "uniform") for s in uniform_schedules(num_steps, computed)]
-        scored = []
-        seen = set()
-        for c in found:
-            for order in range(max_order + 1):
-                if (c.steps, order) in seen:
-                    continue
-                seen.add((c.steps, order))
-                scored.append(_Candidate(c.steps, order, c.source, forecast_cost(recorded, c.steps, order)))
-        return sorted(scored, key=lambda c: c.predicted)
+        """Candidates with `computed` steps, best predicted first: the two cost models (errors per step, and
+        errors weighted by step size) each rank every candidate, and their rankings are interleaved."""
+        schedules = {}
+        for label, errs in models.items():
+            schedules.setdefault(best_order1_schedule(errs, computed), f"dp order 1, {label}")
+        for steps in uniform_schedules(num_steps, computed):
+            schedules.setdefault(steps, "uniform")
+        rankings = []
+        for w in cost_weights.values():
+            scored = [
+                _Candidate(steps, order, source, forecast_cost(recorded, steps, order, w))
+                for steps, source in schedules.items()
+                for order in range(max_order + 1)
+            ]
+            rankings.append(sorted(scored, key=lambda c: c.predicted))
+        merged, seen = [], set()
+        for group in zip(*rankings):
+            for c in group:
+                if (c.steps, c.order) not in seen:
+                    seen.add((c.steps, c.order))
+                    merged.append(c)
+        return merged
 
     def verify(candidate: _Candidate) -> float:
         apply_cache_on_pipe(pipe, **_options(candidate, fn, bn))
@@ -383,7 +449,9 @@ def calibrate(
             disable_cache(pipe)
         return candidate.psnr
 
-    errors = _order1_errors(recorded)
+    weights = step_weights(timesteps, num_steps)
+    cost_weights = {"per step": None, **({"by step size": weights} if weights is not None else {})}
+    models = {label: _order1_errors(recorded, w) for label, w in cost_weights.items()}
     speed = {k: block_speedup(num_steps, k, num_blocks, fn + bn) for k in range(1, num_steps + 1)}
     verified: list[tuple[int, _Candidate]] = []
     try:
