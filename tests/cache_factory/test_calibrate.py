@@ -76,7 +76,7 @@ def test_target_speedup_gives_verified_options_and_leaves_the_pipeline_uncached(
     assert get_runner(pipe.transformer) is None
     assert options.speedup == 2.0 and options.num_inference_steps == STEPS
     assert options["Fn_compute_blocks"] == 0 and len(options["compute_steps"]) == 3
-    assert options.runs == 1 + 4  # the recorded run and four verifications (verify_runs=4)
+    assert options.runs == 1 + 6  # the recorded run and six verifications (verify_runs=6)
     # the reported PSNR is the one the options give on the same inputs (seed 0 when no generator is given)
     reference = pipe(**_kwargs(torch.Generator().manual_seed(0))).images
     cache_dit.apply_cache_on_pipe(pipe, **options)

@@ -252,7 +252,11 @@ def _output_array(out: Any) -> np.ndarray:
 
 
 def _psnr(reference: np.ndarray, test: np.ndarray, data_range: float) -> float:
-    """Mean PSNR over the samples (first axis); identical samples count as 100 dB."""
+    """Mean PSNR over the samples (first axis); identical samples count as 100 dB. Images in [0, 1] are compared
+    as the 8-bit images they become when saved (differences below half a level do not count)."""
+    if data_range == 1.0:
+        reference, test = np.round(np.clip(reference, 0, 1) * 255), np.round(np.clip(test, 0, 1) * 255)
+        data_range = 255.0
     mse = ((reference - test) ** 2).reshape(reference.shape[0], -1).mean(1)
     values = [100.0 if m == 0 else min(100.0, 10 * math.log10(data_range**2 / m)) for m in mse]
     return float(np.mean(values))
@@ -325,7 +329,7 @@ def calibrate(
     max_order: int = 2,
     Fn_compute_blocks: int = 0,  # noqa: N803 - the option's own name
     Bn_compute_blocks: int = 0,  # noqa: N803
-    verify_runs: int = 4,
+    verify_runs: int = 6,
     seed: int = 0,
     save_to: str | os.PathLike[str] | None = None,
     verbose: bool = True,
@@ -343,7 +347,7 @@ def calibrate(
         min_psnr: wanted quality; the result is the fewest computed steps whose verified PSNR reaches it.
         max_order: highest TaylorSeer order tried (0 = plain reuse), default 2.
         Fn_compute_blocks / Bn_compute_blocks: blocks run on every step (default 0 / 0: a cached step runs none).
-        verify_runs: cached runs that verify the best predicted candidates (default 4, >= 1).
+        verify_runs: cached runs that verify the best predicted candidates (default 6, >= 1).
         seed: the generator seed used when call_kwargs has none.
         save_to: a JSON file to store the result in, keyed by model class and step count (merged with what the
             file holds); read it back with `load_calibration`.
