@@ -19,10 +19,14 @@ __all__ = [
     "TaylorSeerConfig",
     "apply_cache_on_pipe",
     "apply_cache_on_transformer",
+    "calibrate",
     "denoising_run",
     "disable_cache",
+    "load_calibration",
+    "save_calibration",
     "set_compile_configs",
     "summary",
+    "uniform_schedule",
 ]
 _LAZY = set(__all__)
 __all__ += ["set_verbose"]
@@ -37,10 +41,14 @@ if TYPE_CHECKING:
         TaylorSeerConfig,
         apply_cache_on_pipe,
         apply_cache_on_transformer,
+        calibrate,
         denoising_run,
         disable_cache,
+        load_calibration,
+        save_calibration,
         set_compile_configs,
         summary,
+        uniform_schedule,
     )
 
 

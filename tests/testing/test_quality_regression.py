@@ -44,6 +44,17 @@ GATES = {
         THRESHOLD_012,
         50.3,  # 51.33 dB
     ),
+    "schedule_every_other_f0b0_taylorseer2": (  # the 2x preset: no block runs on a cached step
+        {
+            "Fn_compute_blocks": 0,
+            "Bn_compute_blocks": 0,
+            "compute_steps": list(range(0, 28, 2)),
+            **TAYLOR,
+            "taylorseer_kwargs": {"n_derivatives": 2},
+        },
+        list(range(1, 28, 2)),
+        54.2,  # 55.28 dB
+    ),
     "dbcache_f2b1_t0.12": (
         {**F1B0, "Fn_compute_blocks": 2, "Bn_compute_blocks": 1, "residual_diff_threshold": 0.12},
         THRESHOLD_012,
@@ -115,3 +126,28 @@ def test_threshold_zero_is_bit_exact_on_the_trained_model(testbed_run):
     apply_cache_on_pipe(pipe, **F1B0, residual_diff_threshold=0.0)
     assert np.array_equal(run(), reference)
     cache_dit.disable_cache(pipe)
+
+
+# calibrate on the bench's tuning inputs (4 other classes, seed 0), then the gate's input: target -> (the steps the
+# calibrated schedule computes, PSNR floor on the gate's input)
+CALIBRATED = {
+    2.0: (list(range(0, 28, 2)), 56.3),  # 57.34 dB, TaylorSeer order 1
+    4.0: ([0, 3, 6, 8, 12, 18, 23], 45.1),  # 46.19 dB, TaylorSeer order 1
+}
+
+
+@pytest.mark.parametrize("target", list(CALIBRATED))
+def test_calibrated_schedule_on_another_input(testbed_run, target):
+    pipe, run, reference = testbed_run
+    expected_steps, floor = CALIBRATED[target]
+    prompt_embeds, pooled = testbed.testbed_prompt_embeds([0, 5, 10, 7])
+    kwargs = dict(prompt_embeds=prompt_embeds, pooled_prompt_embeds=pooled, height=64, width=64)
+    cache_dit.disable_cache(pipe)
+    options = cache_dit.calibrate(
+        pipe, {**kwargs, "num_inference_steps": 28, "output_type": "np"}, target_speedup=target, verbose=False
+    )
+    assert options.speedup == target and options["compute_steps"] == expected_steps
+    apply_cache_on_pipe(pipe, **options)
+    psnr, n = compute_psnr(reference, run())
+    assert cache_dit.summary(pipe).cached_steps == sorted(set(range(28)) - set(expected_steps))
+    assert n == 2 and psnr >= floor, f"calibrated {target}x: PSNR {psnr:.2f} dB < floor {floor}"
