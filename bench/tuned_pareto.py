@@ -81,30 +81,6 @@ class Config:
 # grids
 
 
-def fixed_schedule(steps: int, warmup: int, interval: int, last: bool) -> list[int]:
-    """A uniform fixed schedule for `compute_steps`: steps 0 .. warmup-1 run in full, then one full step every
-    `interval` steps (warmup-1+interval, warmup-1+2*interval, ...); with `last`, the final step also runs in
-    full. Every other step is served from the cache (with Fn=Bn=0: 0 block calls).
-
-    >>> fixed_schedule(12, 3, 4, last=False)
-    [0, 1, 2, 6, 10]
-    >>> fixed_schedule(12, 3, 4, last=True)
-    [0, 1, 2, 6, 10, 11]
-    """
-    if warmup < 1 or interval < 1 or steps < 1:
-        raise ValueError(
-            f"fixed_schedule needs steps, warmup, interval >= 1, got {steps}, {warmup}, {interval}"
-        )
-    computed = list(range(min(warmup, steps)))
-    step = warmup - 1 + interval
-    while step < steps:
-        computed.append(step)
-        step += interval
-    if last and computed[-1] != steps - 1:
-        computed.append(steps - 1)
-    return computed
-
-
 def grids(quick: bool, steps: int) -> dict[str, dict[str, list[Any]]]:
     """Every family's grid (all combinations of the listed values). At 50 steps (not quick) our threshold
     grid is thinned to keep the run short, and the fixed schedules and TaylorSeer lite both get later starts
@@ -126,9 +102,9 @@ def grids(quick: bool, steps: int) -> dict[str, dict[str, list[Any]]]:
             ),
         },
         FIXED: {
-            "warmup": [2, 4] if quick else [2, 3, 4, 6, 8, *late],
+            "warmup_steps": [2, 4] if quick else [2, 3, 4, 6, 8, *late],
             "interval": [2, 3, 5] if quick else [2, 3, 4, 5, 6, 7],
-            "last step computed": [True] if quick else [True, False],
+            "include_last": [True] if quick else [True, False],
             "TaylorSeer order": [2] if quick else [1, 2],
         },
         "diffusers FirstBlockCache": {
@@ -155,7 +131,7 @@ AT_50_NOTE = (
     "our threshold grid drops TaylorSeer order 1, warmup_steps 4, max_continuous_cached_steps 1 "
     "and thresholds 0.12 and 0.4 to keep the run short (at 28 steps order 2 beat order 1 at every target, "
     "and the fixed schedules beat the threshold gate at every target); the peers' grids and the fixed "
-    "schedules are not thinned; the fixed schedules' warmup and TaylorSeer lite's "
+    "schedules are not thinned; the fixed schedules' warmup_steps and TaylorSeer lite's "
     "disable_cache_before_step both also take 12 and 16 (the same later starts for both)"
 )
 
@@ -218,11 +194,11 @@ def grid(mag_ratios: list[float], quick: bool, steps: int) -> list[Config]:
                             )
                         )
     seen: set[tuple[tuple[int, ...], int]] = set()
-    for warmup in fixed["warmup"]:
+    for warmup in fixed["warmup_steps"]:
         for interval in fixed["interval"]:
-            for last in fixed["last step computed"]:
+            for last in fixed["include_last"]:
                 for order in fixed["TaylorSeer order"]:
-                    schedule = fixed_schedule(steps, warmup, interval, last)
+                    schedule = cache_dit.uniform_schedule(steps, warmup, interval, include_last=last)
                     if (tuple(schedule), order) in seen:  # `last` changes nothing when the last step is on
                         continue
                     seen.add((tuple(schedule), order))
@@ -742,9 +718,10 @@ def run(quick: bool = False) -> tuple[list[str], dict[str, Any]]:
         "evaluation speedup can fall below the target: dynamic gates cache less on inputs they were not tuned "
         "on. 'cache-dit fixed schedule' = `Fn_compute_blocks=0, Bn_compute_blocks=0, compute_steps=...` (0 block "
         "calls on a cached step, the whole stack's residual forecast by TaylorSeer on both streams) with the "
-        "uniform schedule `fixed_schedule(steps, warmup, interval, last)`: steps 0..warmup-1 in full, then one "
-        "full step every `interval` steps, the last step in full or not; label `w4 i3 last TS(2)` = warmup 4, "
-        "interval 3, last step computed, TaylorSeer order 2.",
+        "uniform schedule `cache_dit.uniform_schedule(steps, warmup_steps=w, interval=i, include_last=last)`: "
+        "steps 0..w-1 in full, then one full step every i steps (w-1+i, w-1+2i, ...), the last step in full or "
+        "not; label `w4 i3 last TS(2)` = warmup 4, interval 3, last step computed, TaylorSeer order 2 "
+        "(schedules that `last` leaves unchanged are run once).",
         "",
         *[line for steps in STEP_COUNTS for line in section_lines(results[steps], quick)],
         *wide_lines(wide),
