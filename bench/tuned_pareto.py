@@ -484,16 +484,16 @@ def wide_timing(result: dict[str, Any], quick: bool) -> dict[str, Any]:
             "best of ours": result["best"][target]["ours"],
             "best peer": result["best"][target]["peer"],
         }
+        calib = result["calibrated"].get(target)
+        if calib is not None:
+            chosen["cache-dit calibrated"] = (0.0, CALIBRATED, calib, {})
+        named: dict[tuple[str, str], list[str]] = {}  # one row per method, naming every role it fills
         for role, b in chosen.items():
             if b is not None:
                 key = (b[1], b[2]["label"])
                 methods[key] = b[2]["config"]
-                roles.append((target, role, key))
-        calib = result["calibrated"].get(target)
-        if calib is not None:
-            key = (CALIBRATED, calib["label"])
-            methods[key] = calib["config"]
-            roles.append((target, "cache-dit calibrated", key))
+                named.setdefault(key, []).append(role)
+        roles += [(target, " = ".join(names), key) for key, names in named.items()]
 
     started = time.time()
     pipe = testbed.build_wide_pipeline()
