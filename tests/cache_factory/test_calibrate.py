@@ -65,8 +65,10 @@ def _kwargs(generator=None):
 
 
 def _psnr(a: torch.Tensor, b: torch.Tensor) -> float:
-    mse = ((a.double() - b.double()) ** 2).reshape(a.shape[0], -1).mean(1)
-    return float(np.mean([min(100.0, 10 * np.log10(1 / m)) if m > 0 else 100.0 for m in mse.tolist()]))
+    """Mean PSNR of the 8-bit images (what calibrate measures on images in [0, 1])."""
+    a, b = (torch.round(x.double().clamp(0, 1) * 255) for x in (a, b))
+    mse = ((a - b) ** 2).reshape(a.shape[0], -1).mean(1)
+    return float(np.mean([min(100.0, 10 * np.log10(255**2 / m)) if m > 0 else 100.0 for m in mse.tolist()]))
 
 
 def test_target_speedup_gives_verified_options_and_leaves_the_pipeline_uncached(capsys):

@@ -44,6 +44,15 @@ PRUNE = {
     "residual_cache_update_interval": 2,
 }
 FB = {"cache_type": "fb", "warmup_steps": 1, **FORCED}
+# a fixed schedule with no first/last blocks and the order mixture (weighted from step 2 on): caches step 3
+SCHEDULE = {
+    "cache_type": "db",
+    "Fn_compute_blocks": 0,
+    "Bn_compute_blocks": 0,
+    "compute_steps": [0, 1, 2],
+    **TAYLOR,
+    "taylorseer_kwargs": {"n_derivatives": 1, "mix_orders": True},
+}
 
 
 @pytest.fixture(autouse=True)
@@ -86,6 +95,7 @@ CASES_ = [
     ("module.compile", "before", {**FB, **TAYLOR}, False),
     ("compile_repeated_blocks", "after", {**DB, **FORCED}, True),
     ("compile_repeated_blocks", "before", {**DB, **FORCED, **TAYLOR}, True),
+    ("compile_repeated_blocks", "after", SCHEDULE, True),
     ("block.compile", "after", PRUNE, True),
     (
         "block.compile",

@@ -123,3 +123,32 @@ def test_taylorseer_changes_cached_steps_only(case, cache_type):
             assert not torch.equal(outputs["taylor"][i], outputs["plain"][i]), (i, step)
         else:
             assert torch.equal(outputs["plain"][i], ref) and torch.equal(outputs["taylor"][i], ref), (i, step)
+
+
+def test_mix_orders_weights_each_order_by_its_last_error():
+    # F(s) = s^2. Updates at 0, 1: plain Taylor (d0 = 1, d1 = 1 after s = 1). At s = 2 (value 4) the order-0
+    # forecast was 1 (error 3) and the order-1 forecast 2 (error 2): w = (1/3, 1/2) / (5/6) = (0.4, 0.6), so
+    # c = (1, 0.6) and order 2 (not measured yet) gets 0. Factors after s = 2: d0 = 4, d1 = 3, d2 = 2.
+    seer = TaylorSeer(n_derivatives=2, mix_orders=True)
+    for s in (0, 1):
+        seer.update(torch.tensor([float(s * s)]), s)
+    assert seer.predict(2).item() == pytest.approx(2.0)  # no weights yet: plain order 1
+    seer.update(torch.tensor([4.0]), 2)
+    torch.testing.assert_close(seer.coefficients, torch.tensor([1.0, 0.6]))
+    assert seer.predict(3).item() == pytest.approx(4 + 0.6 * 3)
+    assert seer.predict(4).item() == pytest.approx(4 + 0.6 * 3 * 2)
+
+
+def test_mix_orders_keeps_an_exact_order_exact():
+    seer = TaylorSeer(n_derivatives=2, mix_orders=True)
+    for s in (0, 2, 4, 6):
+        seer.update(linear(s), s)
+    torch.testing.assert_close(seer.predict(7), linear(7), rtol=0, atol=1e-5)
+
+
+def test_mix_orders_with_several_exact_orders_and_zero_values_stays_finite():
+    seer = TaylorSeer(n_derivatives=3, mix_orders=True)
+    for s in range(5):
+        seer.update(torch.zeros(3), s)
+    assert torch.equal(seer.predict(6), torch.zeros(3))
+    assert torch.isfinite(seer.coefficients).all()

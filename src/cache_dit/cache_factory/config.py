@@ -241,6 +241,8 @@ class TaylorSeerConfig:
     enable_encoder_taylorseer: bool = False  # forecast the encoder (text) stream, where blocks update it
     taylorseer_cache_type: TaylorSeerCacheType = TaylorSeerCacheType.RESIDUAL
     n_derivatives: int = 2  # order m of the expansion; 0 = plain reuse
+    # mix the order-0..m forecasts, weighted by how well each forecast the last computed value (see taylorseer.py)
+    mix_orders: bool = False
 
     def __post_init__(self) -> None:
         _plain_fields(self)
@@ -255,6 +257,7 @@ class TaylorSeerConfig:
             allowed = ", ".join(repr(m.value) for m in TaylorSeerCacheType)
             raise ValueError(f"taylorseer_cache_type={value!r} is not allowed; allowed: {allowed}") from None
         _check_int("taylorseer_kwargs['n_derivatives']", self.n_derivatives, minimum=0)
+        _check_bool("taylorseer_kwargs['mix_orders']", self.mix_orders)
 
     @property
     def enabled(self) -> bool:
@@ -400,16 +403,17 @@ def build_config(**options: Any) -> CacheConfig:
         ts_kwargs = {}
     if not isinstance(ts_kwargs, Mapping):
         raise TypeError(f"taylorseer_kwargs must be a dict, got {type(ts_kwargs).__name__}: {ts_kwargs!r}")
-    unknown_ts = sorted(set(ts_kwargs) - {"n_derivatives"})
+    unknown_ts = sorted(set(ts_kwargs) - {"n_derivatives", "mix_orders"})
     if unknown_ts:
         raise ValueError(
-            f"taylorseer_kwargs has unknown key {unknown_ts[0]!r}; allowed keys: 'n_derivatives'"
+            f"taylorseer_kwargs has unknown key {unknown_ts[0]!r}; allowed keys: 'n_derivatives', 'mix_orders'"
         )
     taylorseer = TaylorSeerConfig(
         enable_taylorseer=resolved["enable_taylorseer"],
         enable_encoder_taylorseer=resolved["enable_encoder_taylorseer"],
         taylorseer_cache_type=resolved["taylorseer_cache_type"],
         n_derivatives=ts_kwargs.get("n_derivatives", 2),
+        mix_orders=ts_kwargs.get("mix_orders", False),
     )
     return CacheConfig(cache_type=cache_type, dbcache=db, taylorseer=taylorseer, cfg=cfg, options=resolved)
 
@@ -443,8 +447,8 @@ def _object_options(obj: Any) -> dict[str, Any]:
             value = list(value)
         if value == default:
             continue
-        if isinstance(obj, TaylorSeerConfig) and f.name == "n_derivatives":
-            out["taylorseer_kwargs"] = {"n_derivatives": value}
+        if isinstance(obj, TaylorSeerConfig) and f.name in ("n_derivatives", "mix_orders"):
+            out.setdefault("taylorseer_kwargs", {"n_derivatives": obj.n_derivatives})[f.name] = value
         elif isinstance(obj, TaylorSeerConfig) and f.name == "taylorseer_cache_type":
             out[f.name] = TaylorSeerCacheType(value).value
         else:

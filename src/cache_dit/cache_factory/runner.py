@@ -314,7 +314,11 @@ class CacheRunner:
     # ------------------------------------------------------------------------------------------------------
 
     def _new_call(self) -> CallState:
-        return CallState(n_derivatives_hidden=self._orders[0], n_derivatives_encoder=self._orders[1])
+        return CallState(
+            n_derivatives_hidden=self._orders[0],
+            n_derivatives_encoder=self._orders[1],
+            mix_orders=self.config.taylorseer.mix_orders,
+        )
 
     def begin_pipeline_call(self) -> None:
         """A pipeline call starts: fresh state for every branch."""

@@ -58,6 +58,7 @@ class BranchState:
     name: str
     n_derivatives_hidden: int = 0
     n_derivatives_encoder: int = 0
+    mix_orders: bool = False
     calls: int = 0
     # DBCache
     cached_steps: list[int] = field(default_factory=list)
@@ -81,7 +82,8 @@ class BranchState:
     def segment(self, start: int) -> SegmentStore:
         if start not in self.segments:
             self.segments[start] = SegmentStore(
-                TaylorSeer(self.n_derivatives_hidden), TaylorSeer(self.n_derivatives_encoder)
+                TaylorSeer(self.n_derivatives_hidden, self.mix_orders),
+                TaylorSeer(self.n_derivatives_encoder, self.mix_orders),
             )
         return self.segments[start]
 
@@ -99,6 +101,7 @@ class CallState:
 
     n_derivatives_hidden: int = 0
     n_derivatives_encoder: int = 0
+    mix_orders: bool = False
     branches: dict[str, BranchState] = field(default_factory=dict)
     unmarked_calls: int = 0  # transformer calls without a branch mark from the pipeline
     pair_latents: torch.Tensor | None = None  # latents of the first unmarked call of the current step
@@ -111,5 +114,7 @@ class CallState:
 
     def branch(self, name: str) -> BranchState:
         if name not in self.branches:
-            self.branches[name] = BranchState(name, self.n_derivatives_hidden, self.n_derivatives_encoder)
+            self.branches[name] = BranchState(
+                name, self.n_derivatives_hidden, self.n_derivatives_encoder, self.mix_orders
+            )
         return self.branches[name]
