@@ -334,7 +334,8 @@ def describe(options: dict[str, Any]) -> str:
         if key == "compute_steps":
             parts.append(f"compute_steps={list(value)}")
         elif key == "taylorseer_kwargs":
-            parts.append(f"TS({value.get('n_derivatives')})")
+            extra = "".join(f", {k}={v}" for k, v in value.items() if k != "n_derivatives")
+            parts.append(f"TS({value.get('n_derivatives')}{extra})")
         elif key in ("enable_taylorseer", "enable_encoder_taylorseer") and value is True:
             continue
         else:
