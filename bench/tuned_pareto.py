@@ -102,7 +102,7 @@ def grids(quick: bool, steps: int) -> dict[str, dict[str, list[Any]]]:
             ),
         },
         FIXED: {
-            "warmup_steps": [2, 4] if quick else [2, 3, 4, 6, 8, *late],
+            "warmup_steps": [2, 4] if quick else [1, 2, 3, 4, 6, 8, *late],
             "interval": [2, 3, 5] if quick else [2, 3, 4, 5, 6, 7],
             "include_last": [True] if quick else [True, False],
             "TaylorSeer order": [2] if quick else [1, 2],
@@ -116,7 +116,7 @@ def grids(quick: bool, steps: int) -> dict[str, dict[str, list[Any]]]:
         },
         "diffusers TaylorSeer lite": {
             "cache_interval": [2, 4] if quick else [2, 3, 4, 5, 6, 8],
-            "disable_cache_before_step": [4] if quick else [2, 3, 4, 6, 8, *late],
+            "disable_cache_before_step": [4] if quick else [1, 2, 3, 4, 6, 8, *late],
             "max_order": [1] if quick else [1, 2],
         },
         "diffusers SeaCache (FLUX context)": {
