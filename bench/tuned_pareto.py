@@ -106,6 +106,7 @@ def grids(quick: bool, steps: int) -> dict[str, dict[str, list[Any]]]:
             "interval": [2, 3, 5] if quick else [2, 3, 4, 5, 6, 7],
             "include_last": [True] if quick else [True, False],
             "TaylorSeer order": [2] if quick else [1, 2],
+            "mix_orders (order 2 only)": [False] if quick else [False, True],
         },
         "diffusers FirstBlockCache": {
             "threshold": [0.08, 0.16, 0.32] if quick else [0.06, 0.08, 0.12, 0.16, 0.24, 0.32, 0.5],
@@ -197,20 +198,29 @@ def grid(mag_ratios: list[float], quick: bool, steps: int) -> list[Config]:
     for warmup in fixed["warmup_steps"]:
         for interval in fixed["interval"]:
             for last in fixed["include_last"]:
-                for order in fixed["TaylorSeer order"]:
+                forecasters = [(order, False) for order in fixed["TaylorSeer order"]]
+                forecasters += [(2, True) for mix in fixed["mix_orders (order 2 only)"] if mix]
+                for order, mix in forecasters:
                     schedule = cache_dit.uniform_schedule(steps, warmup, interval, include_last=last)
-                    if (tuple(schedule), order) in seen:  # `last` changes nothing when the last step is on
+                    if (
+                        tuple(schedule),
+                        order,
+                        mix,
+                    ) in seen:  # `last` changes nothing when the last step is on
                         continue
-                    seen.add((tuple(schedule), order))
+                    seen.add((tuple(schedule), order, mix))
+                    ts = taylorseer(order)
+                    if mix:
+                        ts["taylorseer_kwargs"] = {**ts["taylorseer_kwargs"], "mix_orders": True}
                     found.append(
                         ours(
-                            f"w{warmup} i{interval}{' last' if last else ''} TS({order})",
+                            f"w{warmup} i{interval}{' last' if last else ''} TS({order}{' mix' if mix else ''})",
                             FIXED,
                             cache_type="DBCache",
                             Fn_compute_blocks=0,
                             Bn_compute_blocks=0,
                             compute_steps=schedule,
-                            **taylorseer(order),
+                            **ts,
                         )
                     )
     for t in fbc["threshold"]:
@@ -721,7 +731,8 @@ def run(quick: bool = False) -> tuple[list[str], dict[str, Any]]:
         "calls on a cached step, the whole stack's residual forecast by TaylorSeer on both streams) with the "
         "uniform schedule `cache_dit.uniform_schedule(steps, warmup_steps=w, interval=i, include_last=last)`: "
         "steps 0..w-1 in full, then one full step every i steps (w-1+i, w-1+2i, ...), the last step in full or "
-        "not; label `w4 i3 last TS(2)` = warmup 4, interval 3, last step computed, TaylorSeer order 2 "
+        "not; label `w4 i3 last TS(2)` = warmup 4, interval 3, last step computed, TaylorSeer order 2; "
+        "`TS(2 mix)` = order 2 with `taylorseer_kwargs['mix_orders']=True` "
         "(schedules that `last` leaves unchanged are run once).",
         "",
         *[line for steps in STEP_COUNTS for line in section_lines(results[steps], quick)],
