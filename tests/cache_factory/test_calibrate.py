@@ -166,3 +166,18 @@ def test_uniform_schedule():
         cache_dit.uniform_schedule(8, interval=0)
     with pytest.raises(TypeError, match="warmup_steps must be an int"):
         cache_dit.uniform_schedule(8, warmup_steps=2.5)
+
+
+def test_recorder_keeps_one_fixed_sample_and_refuses_a_shape_change():
+    from cache_dit.cache_factory.calibration import _Recorder
+
+    recorder = _Recorder()
+    first, second = torch.arange(6.0).reshape(2, 3), torch.arange(6.0).reshape(2, 3) * 10
+    recorder("cond", 0, 0, "hidden", first)
+    recorder("cond", 1, 0, "hidden", second)
+    recorder("cond", 1, 0, "encoder", torch.zeros(5))  # the encoder stream is not recorded
+    (matrix,) = recorder.matrices(2)
+    torch.testing.assert_close(matrix[1], matrix[0] * 10)  # the same elements at every step
+    assert sorted(matrix[0].tolist()) == list(range(6))  # the whole residual when it has fewer than SAMPLE
+    with pytest.raises(ValueError, match=r"changed from \(2, 3\) to \(3, 2\) at step 2"):
+        recorder("cond", 2, 0, "hidden", first.reshape(3, 2))

@@ -78,6 +78,7 @@ class _Recorder:
     def __init__(self) -> None:
         self.values: dict[tuple[str, int], dict[int, torch.Tensor]] = {}
         self.index: dict[tuple[str, int], torch.Tensor] = {}
+        self.shape: dict[tuple[str, int], torch.Size] = {}  # the residual's shape at the key's first step
 
     def __call__(self, branch: str, step: int, start: int, stream: str, value: torch.Tensor) -> None:
         if stream != "hidden":
@@ -88,13 +89,13 @@ class _Recorder:
             n = flat.numel()
             g = torch.Generator().manual_seed(start)
             self.index[key] = torch.randperm(n, generator=g)[: min(n, SAMPLE)].to(flat.device)
-        index = self.index[key]
-        if flat.numel() <= int(index.max()):
+            self.shape[key] = value.shape
+        if value.shape != self.shape[key]:  # no device read: the sample indices fit every step alike
             raise ValueError(
                 "calibrate needs the same shapes at every denoising step; the residual of segment "
-                f"{start} changed size at step {step}"
+                f"{start} changed from {tuple(self.shape[key])} to {tuple(value.shape)} at step {step}"
             )
-        self.values.setdefault(key, {})[step] = flat[index].float().cpu()
+        self.values.setdefault(key, {})[step] = flat[self.index[key]].float().cpu()
 
     def matrices(self, steps: int) -> list[torch.Tensor]:
         """One (steps, sample) matrix per (branch, segment) recorded at every step."""
