@@ -453,7 +453,8 @@ def main(argv: list[str] | None = None) -> int:
     if not args.skip_tuned:
         import tuned_pareto
 
-        tuned_lines, _ = tuned_pareto.run(args.quick)
+        tuned_lines, tuned = tuned_pareto.run(args.quick)
+        tuned_pareto.plot(tuned["results"], out / "tuned_pareto.png")
     write_outputs(out, rows, images, reference, profile, wide, started, args.quick, tuned_lines)
     return 0
 

@@ -107,6 +107,7 @@ def grids(quick: bool, steps: int) -> dict[str, dict[str, list[Any]]]:
             "include_last": [True] if quick else [True, False],
             "TaylorSeer order": [2] if quick else [1, 2],
             "mix_orders (order 2 only)": [False] if quick else [False, True],
+            "taylorseer_cache_type (no mix)": ["residual"] if quick else ["residual", "output"],
         },
         "diffusers FirstBlockCache": {
             "threshold": [0.08, 0.16, 0.32] if quick else [0.06, 0.08, 0.12, 0.16, 0.24, 0.32, 0.5],
@@ -194,27 +195,35 @@ def grid(mag_ratios: list[float], quick: bool, steps: int) -> list[Config]:
                                 **taylorseer(order),
                             )
                         )
-    seen: set[tuple[tuple[int, ...], int]] = set()
+    seen: set[tuple[tuple[int, ...], int, bool, str]] = set()
     for warmup in fixed["warmup_steps"]:
         for interval in fixed["interval"]:
             for last in fixed["include_last"]:
-                forecasters = [(order, False) for order in fixed["TaylorSeer order"]]
-                forecasters += [(2, True) for mix in fixed["mix_orders (order 2 only)"] if mix]
-                for order, mix in forecasters:
+                forecasters = [
+                    (order, False, target)
+                    for order in fixed["TaylorSeer order"]
+                    for target in fixed["taylorseer_cache_type (no mix)"]
+                ]
+                forecasters += [(2, True, "residual") for mix in fixed["mix_orders (order 2 only)"] if mix]
+                for order, mix, target in forecasters:
                     schedule = cache_dit.uniform_schedule(steps, warmup, interval, include_last=last)
-                    if (
-                        tuple(schedule),
-                        order,
-                        mix,
-                    ) in seen:  # `last` changes nothing when the last step is on
+                    key = (tuple(schedule), order, mix, target)
+                    if key in seen:  # `last` changes nothing when the last step is on
                         continue
-                    seen.add((tuple(schedule), order, mix))
+                    seen.add(key)
                     ts = taylorseer(order)
                     if mix:
                         ts["taylorseer_kwargs"] = {**ts["taylorseer_kwargs"], "mix_orders": True}
+                    if target == "output":
+                        ts = {
+                            "enable_taylorseer": True,
+                            "taylorseer_cache_type": "output",
+                            "taylorseer_kwargs": {"n_derivatives": order},
+                        }
+                    forecaster = f"{order}{' mix' if mix else ''}{' output' if target == 'output' else ''}"
                     found.append(
                         ours(
-                            f"w{warmup} i{interval}{' last' if last else ''} TS({order}{' mix' if mix else ''})",
+                            f"w{warmup} i{interval}{' last' if last else ''} TS({forecaster})",
                             FIXED,
                             cache_type="DBCache",
                             Fn_compute_blocks=0,
@@ -742,13 +751,47 @@ def run(quick: bool = False) -> tuple[list[str], dict[str, Any]]:
     return lines, {"results": results, "wide": wide, "seconds": total_seconds}
 
 
+def plot(results: dict[int, dict[str, Any]], path: Path) -> Path:
+    """Evaluation PSNR against evaluation speedup of every family's picks (one panel per step count): ours solid,
+    peers dashed."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, len(results), figsize=(6.5 * len(results), 4.8), squeeze=False)
+    for ax, (steps, result) in zip(axes[0], sorted(results.items())):
+        families: dict[str, dict[str, tuple[float, float]]] = {}
+        for target in TARGETS:
+            for family, chosen in result["picks"][target].items():
+                if chosen is not None:
+                    ev = result["evaluated"][(family, chosen["label"])]
+                    families.setdefault(family, {})[chosen["label"]] = (ev["speedup"], ev["psnr"])
+        side_of = {
+            row["config"].family: row["config"].side for rows in result["tuned"].values() for row in rows
+        }
+        for family, points in sorted(families.items()):
+            xs, ys = zip(*sorted(points.values()))
+            ours_side = side_of.get(family) == "ours"
+            ax.plot(xs, ys, "-o" if ours_side else "--s", label=family, linewidth=2 if ours_side else 1.2)
+        ax.set_title(f"{steps} steps: picks tuned on other inputs, evaluated here")
+        ax.set_xlabel("speedup (block calls uncached / cached)")
+        ax.set_ylabel("PSNR vs uncached (dB), evaluation inputs")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="small grids, one evaluation seed (smoke run)")
     parser.add_argument("--out", default=str(HERE), help="folder of RESULTS.md (default: bench/)")
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
-    lines, _ = run(args.quick)
+    lines, results = run(args.quick)
     path = Path(args.out) / "RESULTS.md"
     text = path.read_text() if path.exists() else ""
     section = "\n".join(lines)
@@ -756,6 +799,7 @@ def main(argv: list[str] | None = None) -> int:
     text = text.replace(old[0], section) if old else text.rstrip("\n") + "\n\n" + section + "\n"
     path.write_text(text)
     print(f"wrote {path}")
+    print(f"wrote {plot(results['results'], Path(args.out) / 'tuned_pareto.png')}")
     return 0
 
 

@@ -20,11 +20,12 @@ was not calibrated on is what the bench reports (bench/RESULTS.md).
 
 from __future__ import annotations
 
+import itertools
 import json
 import math
 import os
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -61,10 +62,11 @@ class _Candidate:
     predicted: float = math.inf
     psnr: float | None = None
     mix: bool = False  # TaylorSeer mix_orders
+    target: str = "residual"  # what is forecast: the middle's residual, or the transformer's output
 
     @property
     def forecaster(self) -> str:
-        return f"{self.order} mix" if self.mix else str(self.order)
+        return f"{self.order}{' mix' if self.mix else ''}{' output' if self.target == 'output' else ''}"
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -73,7 +75,8 @@ class _Candidate:
 
 
 class _Recorder:
-    """Keeps a fixed random sample of each (branch, segment) hidden residual per step, as float32 on the CPU."""
+    """Keeps a fixed random sample of each (branch, segment) hidden residual, and of each branch's transformer
+    output (segment -1), per step, as float32 on the CPU."""
 
     def __init__(self) -> None:
         self.values: dict[tuple[str, int], dict[int, torch.Tensor]] = {}
@@ -81,7 +84,7 @@ class _Recorder:
         self.shape: dict[tuple[str, int], torch.Size] = {}  # the residual's shape at the key's first step
 
     def __call__(self, branch: str, step: int, start: int, stream: str, value: torch.Tensor) -> None:
-        if stream != "hidden":
+        if stream not in ("hidden", "output"):
             return
         key = (branch, start)
         flat = value.detach().reshape(-1)
@@ -91,16 +94,20 @@ class _Recorder:
             self.index[key] = torch.randperm(n, generator=g)[: min(n, SAMPLE)].to(flat.device)
             self.shape[key] = value.shape
         if value.shape != self.shape[key]:  # no device read: the sample indices fit every step alike
+            what = "transformer output" if start < 0 else f"residual of segment {start}"
             raise ValueError(
-                "calibrate needs the same shapes at every denoising step; the residual of segment "
-                f"{start} changed from {tuple(self.shape[key])} to {tuple(value.shape)} at step {step}"
+                f"calibrate needs the same shapes at every denoising step; the {what} changed from "
+                f"{tuple(self.shape[key])} to {tuple(value.shape)} at step {step}"
             )
         self.values.setdefault(key, {})[step] = flat[self.index[key]].float().cpu()
 
-    def matrices(self, steps: int) -> list[torch.Tensor]:
-        """One (steps, sample) matrix per (branch, segment) recorded at every step."""
+    def matrices(self, steps: int, output: bool = False) -> list[torch.Tensor]:
+        """One (steps, sample) matrix per (branch, segment) residual recorded at every step (`output`: per
+        branch output instead)."""
         out = []
         for key, per_step in self.values.items():
+            if (key[1] < 0) != output:
+                continue
             if sorted(per_step) != list(range(steps)):
                 raise ValueError(
                     f"calibrate: branch {key[0]!r} was not recorded at every step (got {sorted(per_step)})"
@@ -313,10 +320,12 @@ def _options(candidate: _Candidate, fn: int, bn: int) -> dict[str, Any]:
         "Bn_compute_blocks": bn,
         "compute_steps": list(candidate.steps),
     }
-    if candidate.order > 0:
-        ts_kwargs: dict[str, Any] = {"n_derivatives": candidate.order}
-        if candidate.mix:
-            ts_kwargs["mix_orders"] = True
+    ts_kwargs: dict[str, Any] = {"n_derivatives": candidate.order}
+    if candidate.mix:
+        ts_kwargs["mix_orders"] = True
+    if candidate.target == "output":
+        options.update(enable_taylorseer=True, taylorseer_cache_type="output", taylorseer_kwargs=ts_kwargs)
+    elif candidate.order > 0:
         options.update(enable_taylorseer=True, enable_encoder_taylorseer=True, taylorseer_kwargs=ts_kwargs)
     return options
 
@@ -338,7 +347,8 @@ def calibrate(
     max_order: int = 2,
     Fn_compute_blocks: int = 0,  # noqa: N803 - the option's own name
     Bn_compute_blocks: int = 0,  # noqa: N803
-    verify_runs: int = 6,
+    verify_runs: int = 8,
+    cache_types: Sequence[str] = ("residual", "output"),
     seed: int = 0,
     save_to: str | os.PathLike[str] | None = None,
     verbose: bool = True,
@@ -356,7 +366,11 @@ def calibrate(
         min_psnr: wanted quality; the result is the fewest computed steps whose verified PSNR reaches it.
         max_order: highest TaylorSeer order tried (0 = plain reuse), default 2.
         Fn_compute_blocks / Bn_compute_blocks: blocks run on every step (default 0 / 0: a cached step runs none).
-        verify_runs: cached runs that verify the best predicted candidates (default 6, >= 1).
+        verify_runs: cached runs that verify the best predicted candidates (default 8, >= 1).
+        cache_types: what the candidates forecast: "residual" (the middle blocks' residual, as
+            `taylorseer_cache_type="residual"`) and/or "output" (the transformer's whole output,
+            `taylorseer_cache_type="output"`; only with Fn_compute_blocks = Bn_compute_blocks = 0, and only
+            where the transformer returns one tensor). Default both: the verified runs pick.
         seed: the generator seed used when call_kwargs has none.
         save_to: a JSON file to store the result in, keyed by model class and step count (merged with what the
             file holds); read it back with `load_calibration`.
@@ -381,6 +395,18 @@ def calibrate(
             raise TypeError(f"{name} must be an int, got {type(value).__name__}: {value!r}")
         if value < low:
             raise ValueError(f"{name} must be >= {low}, got {value}")
+    if isinstance(cache_types, str) or not isinstance(cache_types, Sequence) or not cache_types:
+        raise TypeError(f"cache_types must be a non-empty list of 'residual' / 'output', got {cache_types!r}")
+    bad = [c for c in cache_types if c not in ("residual", "output")]
+    if bad or len(set(cache_types)) != len(cache_types):
+        raise ValueError(
+            f"cache_types={list(cache_types)!r}: allowed values 'residual' and 'output', each at most once"
+        )
+    if "output" in cache_types and (Fn_compute_blocks or Bn_compute_blocks) and len(cache_types) == 1:
+        raise ValueError(
+            "cache_types=['output'] forecasts the whole transformer output, which runs no block on a cached "
+            "step; it needs Fn_compute_blocks=0 and Bn_compute_blocks=0"
+        )
     if not isinstance(call_kwargs, Mapping):
         raise TypeError(
             f"call_kwargs must be a dict of the pipeline call's arguments, got {type(call_kwargs).__name__}"
@@ -423,7 +449,23 @@ def calibrate(
         num_blocks = runner.num_blocks
     finally:
         disable_cache(pipe)
-    recorded = recorder.matrices(num_steps)
+    recorded = {"residual": recorder.matrices(num_steps)}
+    skipped = ""
+    if "output" in cache_types:
+        outputs = recorder.matrices(num_steps, output=True)
+        if fn or bn:
+            skipped = "output forecasts not tried: they need Fn_compute_blocks=0 and Bn_compute_blocks=0"
+        elif not outputs:
+            skipped = f"output forecasts not tried: {type(transformer).__name__} does not return one tensor"
+            if list(cache_types) == ["output"]:
+                raise ValueError(
+                    f"calibrate: cache_types=['output'] but {type(transformer).__name__} does not "
+                    "return one tensor; use cache_types=['residual']"
+                )
+        else:
+            recorded["output"] = outputs
+    if "residual" not in cache_types:
+        del recorded["residual"]
     data_range = 255.0 if reference.max() > 1.5 else 1.0
     if fn + bn >= num_blocks:
         raise ValueError(
@@ -432,27 +474,39 @@ def calibrate(
 
     # TaylorSeer orders 0..max_order. The order mixture (mix_orders) is not a candidate: on the bench's tuning
     # inputs it never verified best, and its candidates pushed better schedules out of the verified ones.
-    forecasters = [(order, False) for order in range(max_order + 1)]
+    orders = range(max_order + 1)
 
     def candidates_for(computed: int) -> list[_Candidate]:
-        """Candidates with `computed` steps, best predicted first: the two cost models (errors per step, and
-        errors weighted by step size) each rank every candidate, and their rankings are interleaved."""
-        schedules = {}
-        for label, errs in models.items():
-            schedules.setdefault(best_order1_schedule(errs, computed), f"dp order 1, {label}")
-        for steps in uniform_schedules(num_steps, computed):
-            schedules.setdefault(steps, "uniform")
-        rankings = []
-        for w in cost_weights.values():
-            scored = [
-                _Candidate(steps, order, source, forecast_cost(recorded, steps, order, w, mix), mix=mix)
-                for steps, source in schedules.items()
-                for order, mix in forecasters
-            ]
-            rankings.append(sorted(scored, key=lambda c: c.predicted))
+        """Candidates with `computed` steps, best predicted first. Per forecast target (residual, output), two
+        cost models (errors per step, and errors weighted by step size) each rank that target's candidates, and
+        the uniform schedules get a ranking of their own (by step size where known), so the most regular schedule of each target
+        is verified too (the cost model's best schedules can fit the calibration input too closely). The
+        rankings are interleaved: the targets' errors are in different units, so they are not compared."""
+        by_weight: dict[str, list[list[_Candidate]]] = {label: [] for label in cost_weights}
+        uniform_rankings = []
+        for target, values in recorded.items():
+            schedules = {}
+            for label in cost_weights:
+                errs = models[target, label]
+                schedules.setdefault(best_order1_schedule(errs, computed), f"dp order 1, {label}")
+            for steps in uniform_schedules(num_steps, computed):
+                schedules.setdefault(steps, "uniform")
+            for label, w in cost_weights.items():
+                scored = [
+                    _Candidate(steps, order, source, forecast_cost(values, steps, order, w), target=target)
+                    for steps, source in schedules.items()
+                    for order in orders
+                ]
+                scored.sort(key=lambda c: c.predicted)
+                by_weight[label].append(scored)
+                if label == list(cost_weights)[-1]:
+                    uniform_rankings.append([c for c in scored if c.source == "uniform"])
+        rankings = [ranking for group in by_weight.values() for ranking in group] + uniform_rankings
         merged, seen = [], set()
-        for group in zip(*rankings):
+        for group in itertools.zip_longest(*rankings):
             for c in group:
+                if c is None:
+                    continue
                 if (c.steps, c.forecaster) not in seen:
                     seen.add((c.steps, c.forecaster))
                     merged.append(c)
@@ -468,7 +522,11 @@ def calibrate(
 
     weights = step_weights(timesteps, num_steps)
     cost_weights = {"per step": None, **({"by step size": weights} if weights is not None else {})}
-    models = {label: _order1_errors(recorded, w) for label, w in cost_weights.items()}
+    models = {
+        (target, label): _order1_errors(values, w)
+        for target, values in recorded.items()
+        for label, w in cost_weights.items()
+    }
     speed = {k: block_speedup(num_steps, k, num_blocks, fn + bn) for k in range(1, num_steps + 1)}
     verified: list[tuple[int, _Candidate]] = []
     try:
@@ -534,11 +592,13 @@ def calibrate(
         print(
             f"cache-dit calibrate ({goal}, {num_steps} steps, {num_blocks} blocks of {type(transformer).__name__}):"
         )
-        print(f"{'computed':>8} {'speedup':>8} {'order':>5} {'predicted':>10} {'PSNR dB':>8}  source: steps")
+        if skipped:
+            print(skipped)
+        print(f"{'computed':>8} {'speedup':>8} {'order':>8} {'predicted':>10} {'PSNR dB':>8}  source: steps")
         for row in table:
             psnr = "-" if row["psnr"] is None else f"{row['psnr']:.2f}"
             print(
-                f"{row['computed_steps']:>8} {row['speedup']:>7.2f}x {row['order']:>5} "
+                f"{row['computed_steps']:>8} {row['speedup']:>7.2f}x {row['order']:>8} "
                 f"{row['predicted_error']:>10.4g} {psnr:>8}  {row['source']}: {row['compute_steps']}"
             )
         print(

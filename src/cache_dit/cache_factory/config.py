@@ -26,6 +26,9 @@ class TaylorSeerCacheType(str, Enum):
 
     RESIDUAL = "residual"  # the middle blocks' residual, added to the current input
     HIDDEN_STATES = "hidden_states"  # the hidden states after the middle blocks, used as they are
+    # the transformer's whole output (the model's prediction): a cached step runs no part of the transformer.
+    # Needs a fixed schedule (compute_steps) with Fn_compute_blocks=0 and Bn_compute_blocks=0.
+    OUTPUT = "output"
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -415,7 +418,28 @@ def build_config(**options: Any) -> CacheConfig:
         n_derivatives=ts_kwargs.get("n_derivatives", 2),
         mix_orders=ts_kwargs.get("mix_orders", False),
     )
+    if taylorseer.taylorseer_cache_type is TaylorSeerCacheType.OUTPUT:
+        _check_output_forecast(db, taylorseer)
     return CacheConfig(cache_type=cache_type, dbcache=db, taylorseer=taylorseer, cfg=cfg, options=resolved)
+
+
+def _check_output_forecast(db: DBCacheConfig, ts: TaylorSeerConfig) -> None:
+    """taylorseer_cache_type='output' forecasts the whole transformer output on a fixed schedule."""
+    needs = "taylorseer_cache_type='output' (forecast the transformer's whole output)"
+    if not ts.enable_taylorseer:
+        raise ValueError(f"{needs} needs enable_taylorseer=True")
+    if ts.enable_encoder_taylorseer:
+        raise ValueError(
+            f"{needs} forecasts no encoder stream: a cached step runs no block; leave enable_encoder_taylorseer "
+            "False"
+        )
+    if db.compute_steps is None:
+        raise ValueError(f"{needs} needs compute_steps (a fixed schedule): no block runs to decide a step")
+    if db.Fn_compute_blocks != 0 or db.Bn_compute_blocks != 0:
+        raise ValueError(
+            f"{needs} runs no block on a cached step; allowed: Fn_compute_blocks=0 and Bn_compute_blocks=0, "
+            f"got {db.Fn_compute_blocks} and {db.Bn_compute_blocks}"
+        )
 
 
 # ----------------------------------------------------------------------------------------------------------

@@ -23,10 +23,11 @@ DBPrune uses the same wrappers with a per-block decision instead of the per-step
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import functools
 import logging
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -40,8 +41,9 @@ from .cache_types import CacheType
 from .compile import compiled_call, eager_boundary, unwrap_compiled
 from .config import CacheConfig, TaylorSeerCacheType
 from .decision import dynamic_prune_threshold, is_similar, step_can_cache
-from .state import BlockBuffers, BranchState, CallState, layout, same_layout
+from .state import BlockBuffers, BranchState, CallState, OutputStore, layout, same_layout
 from .stats import CacheStats
+from .taylorseer import TaylorSeer
 
 RUNNER_ATTR = "_cache_dit_runner"
 _log = logging.getLogger(__name__)  # "cache_dit...": per-step decisions at DEBUG, see cache_dit.set_verbose
@@ -117,6 +119,7 @@ class _Pass:
     encoder_layout: tuple[Any, ...] | None = None  # encoder stream entering the middle, at the decision
     last_block: int = -1  # first pass: the last block id seen (blocks must run in the adapter's order)
     replay: bool = False  # validate=True: the same inputs again, forced through the cached path
+    whole: bool = False  # taylorseer_cache_type='output': the blocks run plainly (the whole output is stored)
     # DBPrune
     prune_allowed: bool = False
     prune_diffs: list[float] = field(default_factory=list)
@@ -160,13 +163,16 @@ class CacheRunner:
             else None
         )
         # called as recorder(branch, step, segment_start, stream, value) with every residual (or output) a
-        # computed step stores (cache_dit.calibrate records a run through it); None: nothing is recorded
+        # computed step stores, and with its transformer output (segment_start -1, stream "output") where that
+        # is one tensor (cache_dit.calibrate records a run through it); None: nothing is recorded
         self.recorder: Callable[[str, int, int, str, torch.Tensor], None] | None = None
         ts = config.taylorseer
         self.hidden_mode = ts.taylorseer_cache_type if ts.enable_taylorseer else TaylorSeerCacheType.RESIDUAL
         self.encoder_mode = (
             ts.taylorseer_cache_type if ts.enable_encoder_taylorseer else TaylorSeerCacheType.RESIDUAL
         )
+        # forecast the transformer's whole output on a fixed schedule (a cached step runs nothing of it)
+        self.output_mode = ts.enable_taylorseer and ts.taylorseer_cache_type is TaylorSeerCacheType.OUTPUT
         self._orders = (
             ts.n_derivatives if ts.enable_taylorseer else 0,
             ts.n_derivatives if ts.enable_encoder_taylorseer else 0,
@@ -396,15 +402,65 @@ class CacheRunner:
         try:
             if self.adapter is None:  # adapter="auto": this first call is computed and teaches the layout
                 out = self._derive_and_install(orig, args, kwargs)
+            elif self.output_mode and self.caching_enabled:
+                out = self._output_step(self._pass, orig, args, kwargs)
             else:
                 out = orig(*args, **kwargs)
             ok = True
         finally:
             p, self._pass = self._pass, None
             self._close_pass(p, ok)
+        if self.recorder is not None and p is not None and not p.cached and not p.whole:
+            self._record_output(p, out)
         if self.validate and p is not None and self._can_replay(p):
             self._replay(p, orig, args, kwargs, out)
         return out
+
+    def _output_step(
+        self, p: _Pass, orig: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]
+    ) -> Any:
+        """taylorseer_cache_type='output': a step off the schedule returns the forecast of the transformer's
+        output (no part of the transformer runs); a step on it, or one the forecast cannot serve (nothing stored
+        yet, other latents layout, another `return_dict`), runs in full and updates the forecast."""
+        branch = p.branch
+        store = branch.output
+        latents = layout(self.adapter.latents_arg.get(args, kwargs))
+        return_dict = kwargs.get("return_dict")
+        if (
+            p.step not in self.schedule
+            and store is not None
+            and store.seer.factors
+            and store.latents_layout == latents
+            and store.return_dict == return_dict
+        ):
+            p.cached = True
+            branch.cached_steps.append(p.step)
+            return _with_first_tensor(store.template, store.seer.predict(p.step))
+        if store is not None and store.seer.factors and store.latents_layout != latents:
+            self._warn_once(
+                "output-layout",
+                "the latents changed shape/dtype/device between steps of one call; computing fully",
+            )
+        p.whole = True
+        out = orig(*args, **kwargs)
+        value = _single_tensor_output(out, type(self.transformer).__name__)
+        if store is None or store.latents_layout != latents or store.return_dict != return_dict:
+            store = branch.output = OutputStore(
+                TaylorSeer(self._orders[0], self.config.taylorseer.mix_orders)
+            )
+        store.seer.update(value, p.step)
+        store.template, store.latents_layout, store.return_dict = out, latents, return_dict
+        if self.recorder is not None:
+            self.recorder(branch.name, p.step, -1, "output", value)
+        return out
+
+    def _record_output(self, p: _Pass, out: Any) -> None:
+        """The recorder also gets the output of every computed step (where it is one tensor)."""
+        try:
+            value = _single_tensor_output(out, type(self.transformer).__name__)
+        except ValueError:
+            return
+        self.recorder(p.branch.name, p.step, -1, "output", value)
 
     def _derive_and_install(
         self, orig: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]
@@ -417,8 +473,9 @@ class CacheRunner:
         return out
 
     def _can_replay(self, p: _Pass) -> bool:
-        """After the first computed step that stored everything a cached step needs."""
-        if p.cached or not self.caching_enabled or self.adapter is None:
+        """After the first computed step that stored everything a cached step needs (output mode: never; its
+        cached steps use no block, so there is no block description to check)."""
+        if p.cached or not self.caching_enabled or self.adapter is None or self.output_mode:
             return False
         if self.prune is not None:
             return bool(p.branch.blocks)
@@ -687,7 +744,7 @@ class CacheRunner:
     @eager_boundary
     def _run_block(self, idx: int, forward: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
         p = self._pass
-        if p is None:  # a block called outside a transformer call
+        if p is None or p.whole:  # a block called outside a transformer call, or in an output-mode step
             return forward(*args, **kwargs)
         if not self._io_checked:
             forward = self._checking_forward(p, idx, forward, args, kwargs)
@@ -1114,6 +1171,32 @@ def _first_tensor(out: Any) -> torch.Tensor:
     if hasattr(out, "to_tuple"):
         return _first_tensor(out.to_tuple())
     raise TypeError(f"cannot find the output tensor in {type(out).__name__}")
+
+
+def _single_tensor_output(out: Any, model: str) -> torch.Tensor:
+    """The one tensor of a transformer output that output mode forecasts (a tensor, a tuple or a diffusers
+    `BaseOutput` holding exactly one tensor, first)."""
+    if isinstance(out, Mapping):  # diffusers' outputs are dataclasses; their None fields are not in .values()
+        items = list(out.values()) if dataclasses.is_dataclass(out) else []
+    else:
+        items = list(out) if isinstance(out, tuple) else [out]
+    tensors = [item for item in items if isinstance(item, torch.Tensor)]
+    if not items or not isinstance(items[0], torch.Tensor) or len(tensors) != 1:
+        raise ValueError(
+            f"taylorseer_cache_type='output' forecasts a transformer output that is one tensor; {model} returned "
+            f"{type(out).__name__} with {len(tensors)} tensors. Use taylorseer_cache_type='residual' for it."
+        )
+    return items[0]
+
+
+def _with_first_tensor(template: Any, value: torch.Tensor) -> Any:
+    """`template` (an output `_single_tensor_output` accepted) with its tensor replaced by `value`."""
+    if isinstance(template, torch.Tensor):
+        return value
+    if isinstance(template, tuple):
+        return (value, *template[1:])
+    first = next(iter(template.keys()))
+    return dataclasses.replace(template, **{first: value})
 
 
 def get_runner(transformer: Any) -> CacheRunner | None:

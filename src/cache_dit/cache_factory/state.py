@@ -52,6 +52,17 @@ class SegmentStore:
 
 
 @dataclass
+class OutputStore:
+    """taylorseer_cache_type='output': the forecast of the transformer's output, and what a cached step must
+    match to be served from it (the latents' layout and the `return_dict` the output was made with)."""
+
+    seer: TaylorSeer
+    template: Any = None  # the last computed output: a cached step returns it with its tensor replaced
+    latents_layout: tuple[Any, ...] | None = None
+    return_dict: Any = None
+
+
+@dataclass
 class BranchState:
     """Buffers and stats of one CFG branch within one call."""
 
@@ -68,6 +79,7 @@ class BranchState:
     # middle segment start block id -> its residual (or output) at computed steps
     segments: dict[int, SegmentStore] = field(default_factory=dict)
     blocks: dict[int, BlockBuffers] = field(default_factory=dict)
+    output: OutputStore | None = None  # taylorseer_cache_type='output'
     mid_encoder_layout: tuple[Any, ...] | None = (
         None  # encoder stream the stored middle residual was computed with
     )
@@ -90,6 +102,7 @@ class BranchState:
     def drop_buffers(self) -> None:
         """Forget every stored tensor (after a failed transformer call): the next step computes fully."""
         self.fn_residual = None
+        self.output = None
         self.segments.clear()
         self.blocks.clear()
         self.continuous_cached = 0
