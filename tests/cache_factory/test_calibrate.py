@@ -78,7 +78,11 @@ def test_target_speedup_gives_verified_options_and_leaves_the_pipeline_uncached(
     assert get_runner(pipe.transformer) is None
     assert options.speedup == 2.0 and options.num_inference_steps == STEPS
     assert options["Fn_compute_blocks"] == 0 and len(options["compute_steps"]) == 3
-    assert options.runs == 1 + 6  # the recorded run and six verifications (verify_runs=6)
+    assert options.runs == 1 + 8  # the recorded run and eight verifications (verify_runs=8)
+    assert {row["order"].endswith("output") for row in options.table} == {
+        True,
+        False,
+    }  # both targets verified
     # the reported PSNR is the one the options give on the same inputs (seed 0 when no generator is given)
     reference = pipe(**_kwargs(torch.Generator().manual_seed(0))).images
     cache_dit.apply_cache_on_pipe(pipe, **options)
@@ -136,6 +140,17 @@ def test_save_and_load_by_model_and_step_count(tmp_path):
         ({"min_psnr": float("nan")}, ValueError, "min_psnr must be finite"),
         ({"target_speedup": 2.0, "verify_runs": 0}, ValueError, "verify_runs must be >= 1"),
         ({"target_speedup": 7.0}, ValueError, "target_speedup=7.0 is out of reach: .* at most 6.00x"),
+        ({"target_speedup": 2.0, "cache_types": "output"}, TypeError, "cache_types must be a non-empty list"),
+        (
+            {"target_speedup": 2.0, "cache_types": ["hidden"]},
+            ValueError,
+            "allowed values 'residual' and 'output'",
+        ),
+        (
+            {"target_speedup": 2.0, "cache_types": ["output"], "Fn_compute_blocks": 1},
+            ValueError,
+            "needs Fn_compute_blocks=0 and Bn_compute_blocks=0",
+        ),
     ],
 )
 def test_bad_arguments_raise(kwargs, error, match):
@@ -181,3 +196,32 @@ def test_recorder_keeps_one_fixed_sample_and_refuses_a_shape_change():
     assert sorted(matrix[0].tolist()) == list(range(6))  # the whole residual when it has fewer than SAMPLE
     with pytest.raises(ValueError, match=r"changed from \(2, 3\) to \(3, 2\) at step 2"):
         recorder("cond", 2, 0, "hidden", first.reshape(3, 2))
+
+
+@pytest.mark.parametrize("cache_type", ["output", "residual"])
+def test_one_forecast_target_only(cache_type):
+    """cache_types=[one]: every verified candidate forecasts that target; the pick's PSNR is what it gives."""
+    pipe = FLUX.build()
+    options = cache_dit.calibrate(
+        pipe, _kwargs(), target_speedup=2.0, cache_types=[cache_type], verbose=False
+    )
+    assert {row["order"].endswith("output") for row in options.table} == {cache_type == "output"}
+    assert options.get("taylorseer_cache_type", "residual") == cache_type
+    reference = pipe(**_kwargs(torch.Generator().manual_seed(0))).images
+    cache_dit.apply_cache_on_pipe(pipe, **options)
+    cached = pipe(**_kwargs(torch.Generator().manual_seed(0))).images
+    assert _psnr(reference, cached) == pytest.approx(options.psnr, abs=1e-9)
+
+
+def test_recorder_keeps_the_transformer_output_apart():
+    from cache_dit.cache_factory.calibration import _Recorder
+
+    recorder = _Recorder()
+    for step in range(2):
+        recorder("cond", step, 0, "hidden", torch.full((2, 3), float(step)))
+        recorder("cond", step, -1, "output", torch.full((4,), 10.0 + step))
+    (residual,) = recorder.matrices(2)
+    (output,) = recorder.matrices(2, output=True)
+    assert residual[:, 0].tolist() == [0.0, 1.0] and output[:, 0].tolist() == [10.0, 11.0]
+    with pytest.raises(ValueError, match=r"transformer output changed from \(4,\) to \(5,\)"):
+        recorder("cond", 2, -1, "output", torch.zeros(5))

@@ -144,3 +144,87 @@ def test_options_object_carries_the_schedule():
     apply_cache_on_pipe(pipe, config)
     FLUX.run(pipe, steps=STEPS)
     assert cache_dit.summary(pipe).cached_steps == [2, 4, 5]
+
+
+# ----------------------------------------------------------------------------------------------------------
+# taylorseer_cache_type="output": the transformer's whole output forecast, no block on a cached step
+# ----------------------------------------------------------------------------------------------------------
+
+OUTPUT = dict(
+    cache_type="DBCache",
+    Fn_compute_blocks=0,
+    Bn_compute_blocks=0,
+    enable_taylorseer=True,
+    taylorseer_cache_type="output",
+)
+
+
+def _outputs(transformer: torch.nn.Module) -> list[torch.Tensor]:
+    """Every transformer output, in call order (the hook sits outside the cache's forward)."""
+    seen: list[torch.Tensor] = []
+    transformer.register_forward_hook(lambda m, a, out: seen.append(out[0].clone()))
+    return seen
+
+
+def test_output_forecast_is_linear_in_the_step_and_runs_no_block():
+    pipe = FLUX.build()
+    counter = BlockCount(pipe.transformer, ("transformer_blocks", "single_transformer_blocks"))
+    seen = _outputs(pipe.transformer)
+    apply_cache_on_pipe(pipe, **OUTPUT, compute_steps=[0, 1], taylorseer_kwargs={"n_derivatives": 1})
+    FLUX.run(pipe, steps=4)
+    assert cache_dit.summary(pipe).cached_steps == [2, 3]
+    assert counter.calls == 2 * FLUX.num_blocks
+    o0, o1 = seen[0], seen[1]
+    for k in (2, 3):
+        torch.testing.assert_close(seen[k], o1 + (o1 - o0) * (k - 1), rtol=0, atol=1e-6)
+
+
+def test_output_mode_every_step_listed_is_bit_exact():
+    pipe = FLUX.build()
+    ref = FLUX.run(pipe, steps=STEPS)
+    apply_cache_on_pipe(pipe, **OUTPUT, compute_steps=range(STEPS))
+    assert torch.equal(FLUX.run(pipe, steps=STEPS), ref)
+    cache_dit.disable_cache(pipe)
+    assert torch.equal(FLUX.run(pipe, steps=STEPS), ref)
+
+
+def test_output_mode_keeps_cfg_branches_apart():
+    """Order 0: each branch's cached step returns that branch's own last computed output."""
+    pipe = WAN.build()
+    seen = _outputs(pipe.transformer)
+    apply_cache_on_pipe(pipe, **OUTPUT, compute_steps=[0, 1], taylorseer_kwargs={"n_derivatives": 0})
+    WAN.run(pipe, steps=3, cfg=True)
+    stats = cache_dit.summary(pipe)
+    assert stats.cached_steps == [2] and stats.cfg_cached_steps == [2]
+    assert len(seen) == 6 and not torch.equal(seen[2], seen[3])  # step 1: the two branches differ
+    assert {(4, 2), (5, 3)} == {(i, j) for i in (4, 5) for j in (2, 3) if torch.equal(seen[i], seen[j])}
+
+
+def test_output_mode_returns_the_callers_output_type():
+    from diffusers.models.modeling_outputs import Transformer2DModelOutput
+
+    from cache_dit.cache_factory.runner import _single_tensor_output, _with_first_tensor
+
+    x, y = torch.zeros(2), torch.ones(2)
+    assert _with_first_tensor(Transformer2DModelOutput(sample=x), y).sample is y
+    assert _with_first_tensor((x,), y)[0] is y and _with_first_tensor(x, y) is y
+    assert _single_tensor_output(Transformer2DModelOutput(sample=x), "M") is x
+    with pytest.raises(ValueError, match="one tensor; M returned tuple with 2 tensors"):
+        _single_tensor_output((x, y), "M")
+
+
+@pytest.mark.parametrize(
+    "options,match",
+    [
+        (dict(enable_taylorseer=False), "needs enable_taylorseer=True"),
+        (dict(enable_encoder_taylorseer=True), "leave enable_encoder_taylorseer False"),
+        (dict(compute_steps=None), "needs compute_steps"),
+        (dict(Fn_compute_blocks=1), "allowed: Fn_compute_blocks=0 and Bn_compute_blocks=0, got 1 and 0"),
+    ],
+)
+def test_output_mode_bad_options_raise_and_leave_the_pipeline(options, match):
+    pipe = FLUX.build()
+    ref = FLUX.run(pipe, steps=3)
+    with pytest.raises(ValueError, match=match):
+        apply_cache_on_pipe(pipe, **{**OUTPUT, "compute_steps": [0, 1], **options})
+    assert torch.equal(FLUX.run(pipe, steps=3), ref)
