@@ -54,6 +54,16 @@ SCHEDULE = {
     "taylorseer_kwargs": {"n_derivatives": 1, "mix_orders": True},
 }
 
+# the transformer's whole output forecast (order 2): caches step 3, where no block runs
+OUTPUT = {
+    "cache_type": "db",
+    "Fn_compute_blocks": 0,
+    "Bn_compute_blocks": 0,
+    "compute_steps": [0, 1, 2],
+    "enable_taylorseer": True,
+    "taylorseer_cache_type": "output",
+}
+
 
 @pytest.fixture(autouse=True)
 def _fresh_dynamo():
@@ -96,6 +106,7 @@ CASES_ = [
     ("compile_repeated_blocks", "after", {**DB, **FORCED}, True),
     ("compile_repeated_blocks", "before", {**DB, **FORCED, **TAYLOR}, True),
     ("compile_repeated_blocks", "after", SCHEDULE, True),
+    ("torch.compile", "after", OUTPUT, True),
     ("block.compile", "after", PRUNE, True),
     (
         "block.compile",
