@@ -49,12 +49,27 @@ def dbprune(threshold: float) -> dict[str, Any]:
     }
 
 
+def output_schedule() -> dict[str, Any]:
+    """The transformer's whole output forecast (TaylorSeer order 1) on a fixed schedule: no block on a cached step."""
+    return {
+        "cache_type": "DBCache",
+        "Fn_compute_blocks": 0,
+        "Bn_compute_blocks": 0,
+        "compute_steps": [0, 1, 2, 4, 6],
+        "enable_taylorseer": True,
+        "taylorseer_cache_type": "output",
+        "taylorseer_kwargs": {"n_derivatives": 1},
+    }
+
+
 # name -> (model case, options, order): "parallel_first" = enable_parallelism then cache, "cache_first" = reverse
 SCENARIOS: dict[str, tuple[str, dict[str, Any], str]] = {
     "flux_dbcache_taylorseer": ("flux", dbcache_taylorseer(0.25), "parallel_first"),
     "wan_dbcache_taylorseer": ("wan", dbcache_taylorseer(0.25), "cache_first"),
     "flux_dbprune": ("flux", dbprune(0.15), "cache_first"),
     "wan_dbprune": ("wan", dbprune(0.25), "parallel_first"),
+    "flux_output_schedule": ("flux", output_schedule(), "cache_first"),
+    "wan_output_schedule": ("wan", output_schedule(), "parallel_first"),
 }
 
 

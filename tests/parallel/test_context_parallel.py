@@ -136,7 +136,13 @@ def test_ranks_decide_like_one_process(cp_run, name):
             assert r0[key][step] == pytest.approx(value, rel=1e-4, abs=1e-7)
     # not vacuous: both outcomes occur after warmup (a cached/pruned step and a computed one)
     stats = ref_info["stats"]
-    if SCENARIOS[name][1]["cache_type"] == "DBCache":
+    options = SCENARIOS[name][1]
+    if (
+        options.get("compute_steps") is not None
+    ):  # a fixed schedule: exactly the steps it leaves out are cached
+        assert stats["cached_steps"] == sorted(set(range(STEPS)) - set(options["compute_steps"]))
+        return
+    if options["cache_type"] == "DBCache":
         branches = [stats["cached_steps"]] + (
             [stats["cfg_cached_steps"]] if CASES[SCENARIOS[name][0]].separate_cfg else []
         )
