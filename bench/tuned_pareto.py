@@ -744,7 +744,9 @@ def run(quick: bool = False) -> tuple[list[str], dict[str, Any]]:
         "steps 0..w-1 in full, then one full step every i steps (w-1+i, w-1+2i, ...), the last step in full or "
         "not; label `w4 i3 last TS(2)` = warmup 4, interval 3, last step computed, TaylorSeer order 2; "
         "`TS(2 mix)` = order 2 with `taylorseer_kwargs['mix_orders']=True` "
-        "(schedules that `last` leaves unchanged are run once).",
+        "(schedules that `last` leaves unchanged are run once). The fixed grid forecasts the residual only: a "
+        "uniform schedule forecasting the transformer's output is TaylorSeer lite's own method (its peer row); "
+        "`calibrate` may pick an output forecast (`taylorseer_cache_type='output'`) on a schedule it searched.",
         "",
         *[line for steps in STEP_COUNTS for line in section_lines(results[steps], quick)],
         *wide_lines(wide),
