@@ -98,6 +98,14 @@ def test_tiny_list_shows_every_case(capsys):
         (["--model-path", "/nonexistent/pipe"], "--model-path needs --prompt"),
         (["--tiny", "flux", "--prompt", "a cat"], "--prompt apply to --model-path only"),
         (["--tiny", "flux", "--out", "x.bmp"], "--out x.bmp: unknown file type"),
+        (["--tiny", "flux", "--calibrate", "1"], "--calibrate: expected a finite speedup > 1, got 1"),
+        (["--tiny", "flux", "--calibrate", "2", "--Fn", "1"], "--Fn: with --calibrate / --calibration-file"),
+        (["--tiny", "flux", "--calibrate", "2", "--taylorseer"], "--taylorseer: with --calibrate"),
+        (["--tiny", "flux", "--calibration-file", "/nonexistent/c.json"], "no such file (add --calibrate"),
+        (
+            ["--tiny", "flux", "--steps", "4", "--calibrate", "9"],
+            "--calibrate 9.0: out of reach, --steps 4 give at most 4x",
+        ),
     ],
 )
 def test_bad_flags_exit_2_with_one_line(argv, message, capsys):
@@ -131,3 +139,25 @@ def test_unsupported_pipeline_exits_2(tmp_path, capsys):
         "cache-dit-generate: error: unsupported pipeline DDPMPipeline: it has no `transformer` (a DiT) to cache"
     ]
     assert err[-1] == ours[0]
+
+
+def test_calibrate_then_reuse_the_stored_options(tmp_path, capsys):
+    """--calibrate runs budget mode on this run's inputs and stores the options; the file alone reuses them (no
+    new calibration) and gives the same image."""
+    import json
+
+    store, first, second = tmp_path / "cal.json", tmp_path / "a.png", tmp_path / "b.png"
+    argv = ["--tiny", "flux", "--steps", "8", "--quiet", "--calibration-file", str(store)]
+    assert main([*argv, "--calibrate", "2", "--out", str(first)]) == 0
+    out = capsys.readouterr().out
+    (entry,) = json.loads(store.read_text()).values()
+    steps = entry["options"]["compute_steps"]
+    assert entry["speedup"] == 2.0 and len(steps) == 4
+    assert f"compute_steps={steps}" in out and "residual_diff_threshold" not in out
+    assert f"cached: 4 {sorted(set(range(8)) - set(steps))}" in out
+    assert main([*argv, "--out", str(second)]) == 0
+    out = capsys.readouterr().out
+    assert f"calibrated options for 8 steps read from {store}" in out
+    assert np.array_equal(np.asarray(Image.open(first)), np.asarray(Image.open(second)))
+    assert main([*argv[:4], "--calibration-file", str(store), "--steps", "6", "--out", str(second)]) == 2
+    assert "holds no calibration for" in capsys.readouterr().err

@@ -5,6 +5,8 @@ Examples:
         --cache DBCache --Fn 8 --Bn 0 --rdt 0.12 --taylorseer --order 1 --compare --out fox.png
     cache-dit-generate --tiny flux --steps 8 --compare --out tiny.png     # tiny random pipeline, no weights
     cache-dit-generate --tiny list                                        # the tiny families
+    cache-dit-generate --tiny flux --steps 12 --calibrate 2 --calibration-file cal.json --compare
+                                              # budget mode: calibrate (or reuse) a schedule for 2x, then run it
 
 Loads with `DiffusionPipeline.from_pretrained` (a local folder or a hub id), applies the cache, shows the
 pipeline's progress bar, prints the cache summary and the time, and writes the image (PNG, JPEG, ...) or the
@@ -16,6 +18,7 @@ flags are parsed, so `--help` answers at once.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import statistics
 import sys
@@ -61,6 +64,16 @@ def _non_negative_float(text: str) -> float:
     return value
 
 
+def _speedup(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a speedup > 1, got {text!r}") from None
+    if not 1 < value < float("inf"):
+        raise argparse.ArgumentTypeError(f"expected a finite speedup > 1, got {text}")
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The command-line parser (exposed for documentation and tests)."""
     parser = _OneLineParser(
@@ -93,7 +106,9 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("--out", default=None, help="output file: .png/.jpg for images, .mp4/.gif for videos")
     gen.add_argument("--quiet", action="store_true", help="no progress bar")
     cache = parser.add_argument_group("cache (options left out take the cache type's defaults)")
-    cache.add_argument("--cache", default="DBCache", help=f"one of {', '.join(CACHE_CHOICES)} (or an alias)")
+    cache.add_argument(
+        "--cache", default=None, help=f"one of {', '.join(CACHE_CHOICES)} (or an alias); default DBCache"
+    )
     cache.add_argument("--Fn", type=int, default=None, help="Fn_compute_blocks")
     cache.add_argument("--Bn", type=int, default=None, help="Bn_compute_blocks")
     cache.add_argument("--rdt", type=float, default=None, help="residual_diff_threshold")
@@ -101,6 +116,22 @@ def build_parser() -> argparse.ArgumentParser:
     cache.add_argument("--max-cached-steps", type=int, default=None, help="max_cached_steps (-1: no cap)")
     cache.add_argument("--taylorseer", action="store_true", help="enable_taylorseer (DBCache/FBCache)")
     cache.add_argument("--order", type=int, default=None, help="TaylorSeer n_derivatives (with --taylorseer)")
+    budget = parser.add_argument_group("budget mode (instead of the cache flags)")
+    budget.add_argument(
+        "--calibrate",
+        type=_speedup,
+        default=None,
+        metavar="SPEEDUP",
+        help="cache_dit.calibrate on this run's inputs for this block-count speedup (about 9 pipeline runs), "
+        "then run with the options it returns",
+    )
+    budget.add_argument(
+        "--calibration-file",
+        default=None,
+        metavar="JSON",
+        help="options stored per model and step count: with --calibrate, reused when the file holds them for "
+        "this model and --steps (else calibrated and stored there); alone, read from it",
+    )
     run = parser.add_argument_group("run")
     run.add_argument("--compile", action="store_true", help="torch.compile the transformer (after the cache)")
     run.add_argument("--compare", action="store_true", help="also run uncached: speedup, PSNR, SSIM")
@@ -115,7 +146,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def cache_options(args: argparse.Namespace) -> dict[str, Any]:
     """The `apply_cache_on_pipe` keywords the flags ask for (flags left out are left out)."""
-    options: dict[str, Any] = {"cache_type": args.cache}
+    options: dict[str, Any] = {"cache_type": args.cache or "DBCache"}
     for flag, key in (
         ("Fn", "Fn_compute_blocks"),
         ("Bn", "Bn_compute_blocks"),
@@ -152,8 +183,9 @@ def _device_and_dtype(args: argparse.Namespace) -> tuple[Any, Any]:
     return device, getattr(torch, name)
 
 
-def _load(args: argparse.Namespace) -> tuple[Any, Any]:
-    """(pipeline, run(pipe, seed) -> output array). Images: (B, H, W, 3); videos: (B, F, H, W, 3), in [0, 1]."""
+def _load(args: argparse.Namespace) -> tuple[Any, Any, Any]:
+    """(pipeline, run(pipe, seed) -> output array, call_kwargs(seed) -> the pipeline call's keyword arguments).
+    Images: (B, H, W, 3); videos: (B, F, H, W, 3), in [0, 1]."""
     import numpy as np
     import torch
 
@@ -174,7 +206,10 @@ def _load(args: argparse.Namespace) -> tuple[Any, Any]:
             # images (B, 3, H, W); videos (B, F, 3, H, W) -> channels last
             return out.movedim(-3, -1).clamp(0, 1).numpy()
 
-        return pipe, run_tiny
+        def tiny_kwargs(seed: int) -> dict[str, Any]:
+            return _captured_call(lambda stand_in: case.run(stand_in, steps=args.steps, seed=seed, **size))
+
+        return pipe, run_tiny, tiny_kwargs
 
     from diffusers import DiffusionPipeline
 
@@ -190,7 +225,7 @@ def _load(args: argparse.Namespace) -> tuple[Any, Any]:
         raise UsageError(f"cannot load --model-path {args.model_path}: {message}") from None
     pipe = pipe.to(device)
 
-    def run_real(pipe: Any, seed: int) -> np.ndarray:
+    def real_kwargs(seed: int) -> dict[str, Any]:
         kwargs: dict[str, Any] = {
             "prompt": args.prompt,
             "num_inference_steps": args.steps,
@@ -199,12 +234,36 @@ def _load(args: argparse.Namespace) -> tuple[Any, Any]:
         for key in ("negative_prompt", "height", "width", "num_frames", "guidance_scale"):
             if getattr(args, key) is not None:
                 kwargs[key] = getattr(args, key)
-        generator = torch.Generator(device="cpu" if device.type == "mps" else device).manual_seed(seed)
-        result = pipe(**kwargs, generator=generator)
+        kwargs["generator"] = torch.Generator(device="cpu" if device.type == "mps" else device).manual_seed(
+            seed
+        )
+        return kwargs
+
+    def run_real(pipe: Any, seed: int) -> np.ndarray:
+        result = pipe(**real_kwargs(seed))
         out = result.frames if hasattr(result, "frames") else result.images
         return np.asarray(out, dtype=np.float32)
 
-    return pipe, run_real
+    return pipe, run_real, real_kwargs
+
+
+class _Called(Exception):
+    def __init__(self, kwargs: dict[str, Any]) -> None:
+        super().__init__("captured")
+        self.kwargs = kwargs
+
+
+def _captured_call(run: Any) -> dict[str, Any]:
+    """The keyword arguments `run(pipe)` calls the pipeline with (a stand-in pipeline records them)."""
+
+    def stand_in(**kwargs: Any) -> NoReturn:
+        raise _Called(kwargs)
+
+    try:
+        run(stand_in)
+    except _Called as called:
+        return called.kwargs
+    raise RuntimeError("the tiny case did not call its pipeline")
 
 
 def _save(array: Any, path: Path) -> None:
@@ -283,12 +342,76 @@ def check_flags(args: argparse.Namespace) -> None:
             )
     elif args.prompt is None:
         raise UsageError("--model-path needs --prompt")
+    if args.calibrate is not None or args.calibration_file is not None:
+        given = [
+            flag
+            for flag, key in (
+                ("--cache", "cache"),
+                ("--Fn", "Fn"),
+                ("--Bn", "Bn"),
+                ("--rdt", "rdt"),
+                ("--warmup-steps", "warmup_steps"),
+                ("--max-cached-steps", "max_cached_steps"),
+                ("--order", "order"),
+            )
+            if getattr(args, key) is not None
+        ] + (["--taylorseer"] if args.taylorseer else [])
+        if given:
+            raise UsageError(
+                f"{', '.join(given)}: with --calibrate / --calibration-file the cache options come from the "
+                "calibration; leave the cache flags out"
+            )
+    if args.calibrate is not None and args.calibrate > args.steps:  # one computed step of --steps at best
+        raise UsageError(
+            f"--calibrate {args.calibrate}: out of reach, --steps {args.steps} give at most {args.steps}x"
+        )
     if args.out is not None:
         suffix = Path(args.out).suffix.lower()
         if suffix not in IMAGE_SUFFIXES + VIDEO_SUFFIXES:
             raise UsageError(
                 f"--out {args.out}: unknown file type; use one of {', '.join(IMAGE_SUFFIXES + VIDEO_SUFFIXES)}"
             )
+
+
+def _calibrated_options(args: argparse.Namespace, pipe: Any, call_kwargs: Any) -> dict[str, Any]:
+    """--calibrate / --calibration-file: the stored options for this model and --steps, or a new calibration."""
+    import cache_dit
+
+    path = Path(args.calibration_file) if args.calibration_file is not None else None
+    if path is not None and path.exists():
+        try:
+            options = cache_dit.load_calibration(path, pipe, args.steps)
+        except ValueError as error:
+            if args.calibrate is None:
+                raise UsageError(f"--calibration-file: {error}") from None
+        except (OSError, json.JSONDecodeError) as error:
+            raise UsageError(f"--calibration-file {path}: cannot read it: {error}") from None
+        else:
+            print(f"{PROG}: calibrated options for {args.steps} steps read from {path}")
+            return options
+    elif args.calibrate is None:
+        raise UsageError(f"--calibration-file {path}: no such file (add --calibrate SPEEDUP to make it)")
+    try:
+        return dict(
+            cache_dit.calibrate(
+                pipe,
+                call_kwargs(args.seed),
+                target_speedup=args.calibrate,
+                save_to=path,
+                verbose=not args.quiet,
+            )
+        )
+    except (TypeError, ValueError) as error:
+        raise UsageError(f"--calibrate {args.calibrate}: {error}") from None
+
+
+def _shown(resolved: dict[str, Any], key: str) -> bool:
+    """Options that apply: a fixed schedule has no threshold or warmup; the forecast type needs TaylorSeer."""
+    if key in ("residual_diff_threshold", "warmup_steps"):
+        return resolved.get("compute_steps") is None
+    if key == "taylorseer_cache_type":
+        return bool(resolved.get("enable_taylorseer"))
+    return True
 
 
 def generate(args: argparse.Namespace) -> int:
@@ -304,7 +427,7 @@ def generate(args: argparse.Namespace) -> int:
         build_config(**options)
     except (TypeError, ValueError) as error:
         raise UsageError(f"cache flags: {error}") from None
-    pipe, run = _load(args)
+    pipe, run, call_kwargs = _load(args)
     pipe.set_progress_bar_config(disable=args.quiet)
     source = f"tiny {args.tiny} (random weights)" if args.tiny else args.model_path
     transformer = getattr(pipe, "transformer", None)
@@ -316,6 +439,8 @@ def generate(args: argparse.Namespace) -> int:
         find_adapter(transformer)
     except ValueError as error:
         raise UsageError(f"unsupported pipeline {type(pipe).__name__}: {error}") from None
+    if args.calibrate is not None or args.calibration_file is not None:
+        options = _calibrated_options(args, pipe, call_kwargs)
     try:  # the checks that need the model (block counts); a failed apply leaves the pipeline as it was
         apply_cache_on_pipe(pipe, **options)
     except (TypeError, ValueError) as error:
@@ -358,8 +483,10 @@ def generate(args: argparse.Namespace) -> int:
             "Bn_compute_blocks",
             "residual_diff_threshold",
             "warmup_steps",
+            "compute_steps",
+            "taylorseer_cache_type",
         )
-        if key in resolved
+        if resolved.get(key) is not None and _shown(resolved, key)
     )
     print(f"{PROG}: {source}, {type(pipe).__name__}, {args.steps} steps; {shown}")
     print(stats)
