@@ -220,6 +220,7 @@ def test_output_mode_returns_the_callers_output_type():
         (dict(enable_encoder_taylorseer=True), "leave enable_encoder_taylorseer False"),
         (dict(compute_steps=None), "needs compute_steps"),
         (dict(Fn_compute_blocks=1), "allowed: Fn_compute_blocks=0 and Bn_compute_blocks=0, got 1 and 0"),
+        (dict(cache_type="FBCache", Fn_compute_blocks=1), "cache_type=FBCache always runs its first block"),
     ],
 )
 def test_output_mode_bad_options_raise_and_leave_the_pipeline(options, match):

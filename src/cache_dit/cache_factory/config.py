@@ -419,6 +419,12 @@ def build_config(**options: Any) -> CacheConfig:
         mix_orders=ts_kwargs.get("mix_orders", False),
     )
     if taylorseer.taylorseer_cache_type is TaylorSeerCacheType.OUTPUT:
+        if cache_type is CacheType.FBCache:
+            raise ValueError(
+                "taylorseer_cache_type='output' runs no block on a cached step, but cache_type=FBCache always "
+                "runs its first block; use cache_type=DBCache with Fn_compute_blocks=0, Bn_compute_blocks=0 and "
+                "compute_steps"
+            )
         _check_output_forecast(db, taylorseer)
     return CacheConfig(cache_type=cache_type, dbcache=db, taylorseer=taylorseer, cfg=cfg, options=resolved)
 
