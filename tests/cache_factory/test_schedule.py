@@ -229,3 +229,33 @@ def test_output_mode_bad_options_raise_and_leave_the_pipeline(options, match):
     with pytest.raises(ValueError, match=match):
         apply_cache_on_pipe(pipe, **{**OUTPUT, "compute_steps": [0, 1], **options})
     assert torch.equal(FLUX.run(pipe, steps=3), ref)
+
+
+def test_output_mode_on_a_bare_transformer_with_return_dict_and_a_layout_change():
+    """Your own loop: a cached step returns the output type the call asked for (return_dict=True: the diffusers
+    output class) with the forecast in it; latents of another layout are computed, with a warning."""
+    from diffusers.models.modeling_outputs import Transformer2DModelOutput
+
+    pipe = FLUX.build()
+    calls: list[dict] = []
+    pipe.transformer.register_forward_pre_hook(lambda m, a, kw: calls.append(dict(kw)), with_kwargs=True)
+    FLUX.run(pipe, steps=3)
+    transformer = pipe.transformer
+    cache_dit.apply_cache_on_transformer(
+        transformer, **OUTPUT, compute_steps=[0, 1], taylorseer_kwargs={"n_derivatives": 0}
+    )
+    kwargs = [{**kw, "return_dict": True} for kw in calls]
+    with cache_dit.denoising_run(transformer):
+        outs = [transformer(**kw) for kw in kwargs]
+    assert all(isinstance(o, Transformer2DModelOutput) for o in outs)
+    assert torch.equal(outs[2].sample, outs[1].sample)  # order 0: the last computed output
+    with cache_dit.denoising_run(transformer):
+        transformer(**kwargs[0])
+        transformer(**kwargs[1])
+        wider = {**kwargs[2], "hidden_states": torch.cat([kwargs[2]["hidden_states"]] * 2)}
+        wider["encoder_hidden_states"] = torch.cat([kwargs[2]["encoder_hidden_states"]] * 2)
+        wider["pooled_projections"] = torch.cat([kwargs[2]["pooled_projections"]] * 2)
+        with pytest.warns(RuntimeWarning, match="latents changed shape/dtype/device"):
+            out = transformer(**wider)
+    assert out.sample.shape[0] == 2 * outs[2].sample.shape[0]
+    assert cache_dit.summary(transformer).cached_steps == []
