@@ -259,3 +259,27 @@ def test_output_mode_on_a_bare_transformer_with_return_dict_and_a_layout_change(
             out = transformer(**wider)
     assert out.sample.shape[0] == 2 * outs[2].sample.shape[0]
     assert cache_dit.summary(transformer).cached_steps == []
+
+
+def test_output_mode_keeps_its_own_copy_of_the_output():
+    """A pipeline may change the transformer's output in place: the stored forecast must not follow."""
+    pipe = FLUX.build()
+    transformer = pipe.transformer
+    calls: list[dict] = []
+    transformer.register_forward_pre_hook(lambda m, a, kw: calls.append(dict(kw)), with_kwargs=True)
+    FLUX.run(pipe, steps=3)
+    cache_dit.apply_cache_on_transformer(
+        transformer, **OUTPUT, compute_steps=[0, 1], taylorseer_kwargs={"n_derivatives": 0}
+    )
+    with cache_dit.denoising_run(transformer):
+        transformer(**calls[0])
+        computed = transformer(**calls[1])[0]
+        kept = computed.clone()
+        computed.mul_(0)  # what an in-place pipeline would do
+        cached = transformer(**calls[2])[0]
+    assert torch.equal(cached, kept)
+    cached.add_(1)  # and the forecast handed out is not the stored tensor either
+    assert torch.equal(
+        cache_dit.cache_factory.runner.get_runner(transformer).call.branch("cond").output.seer.factors[0],
+        kept,
+    )

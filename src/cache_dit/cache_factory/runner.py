@@ -435,7 +435,10 @@ class CacheRunner:
         ):
             p.cached = True
             branch.cached_steps.append(p.step)
-            return _with_first_tensor(store.template, store.seer.predict(p.step))
+            forecast = store.seer.predict(p.step)
+            if forecast is store.seer.factors[0]:  # order 0: never hand out the stored tensor itself
+                forecast = forecast.clone()
+            return _with_first_tensor(store.template, forecast)
         if store is not None and store.seer.factors and store.latents_layout != latents:
             self._warn_once(
                 "output-layout",
@@ -448,8 +451,13 @@ class CacheRunner:
             store = branch.output = OutputStore(
                 TaylorSeer(self._orders[0], self.config.taylorseer.mix_orders)
             )
-        store.seer.update(value, p.step)
-        store.template, store.latents_layout, store.return_dict = out, latents, return_dict
+        # a copy: the pipeline owns `out` and may change it in place (the stored value must not follow)
+        store.seer.update(value.detach().clone(), p.step)
+        # the output's structure with an empty stand-in for its tensor (None for a bare tensor)
+        store.template = (
+            None if isinstance(out, torch.Tensor) else _with_first_tensor(out, value.new_empty(0))
+        )
+        store.latents_layout, store.return_dict = latents, return_dict
         if self.recorder is not None:
             self.recorder(branch.name, p.step, -1, "output", value)
         return out
@@ -1190,8 +1198,9 @@ def _single_tensor_output(out: Any, model: str) -> torch.Tensor:
 
 
 def _with_first_tensor(template: Any, value: torch.Tensor) -> Any:
-    """`template` (an output `_single_tensor_output` accepted) with its tensor replaced by `value`."""
-    if isinstance(template, torch.Tensor):
+    """`template` (an output `_single_tensor_output` accepted, or None for a bare tensor) with its tensor
+    replaced by `value`."""
+    if template is None or isinstance(template, torch.Tensor):
         return value
     if isinstance(template, tuple):
         return (value, *template[1:])

@@ -57,7 +57,7 @@ class OutputStore:
     match to be served from it (the latents' layout and the `return_dict` the output was made with)."""
 
     seer: TaylorSeer
-    template: Any = None  # the last computed output: a cached step returns it with its tensor replaced
+    template: Any = None  # the last computed output's structure (an empty tensor in its place; None: bare)
     latents_layout: tuple[Any, ...] | None = None
     return_dict: Any = None
 
