@@ -3,14 +3,16 @@
 `calibrate(pipe, call_kwargs, target_speedup=2.0)` (or `min_psnr=40.0`):
 
 1. Runs the pipeline once with every step computed (bit-identical to the uncached pipeline), recording a fixed
-   random sample of every middle segment's hidden-stream residual at every step (`CacheRunner.recorder`).
-2. Cost model: for a candidate schedule and TaylorSeer order, replays the forecasts the cache would make on the
-   recorded residuals (the same `TaylorSeer` code) and sums the mean absolute forecast error over the cached
-   steps. For order 1 the best schedule with K computed steps is found exactly by dynamic programming over the
-   last two computed steps; uniform schedules (a warmup, then one computed step every few steps) are scored too,
-   and every candidate is scored with orders 0..max_order.
-3. Verifies the best predicted candidates with real cached runs (PSNR against the recorded run's output) and
-   returns the best verified one as options for `apply_cache_on_pipe`.
+   random sample of every middle segment's hidden-stream residual and of the transformer's output at every step
+   (`CacheRunner.recorder`).
+2. Cost model, per forecast target (the middle's residual, `taylorseer_cache_type="residual"`, or the
+   transformer's whole output, `"output"`): for a candidate schedule and TaylorSeer order, replays the forecasts
+   the cache would make on the recorded values (the same `TaylorSeer` code) and sums the mean absolute forecast
+   error over the cached steps. For order 1 the best schedule with K computed steps is found exactly by dynamic
+   programming over the last two computed steps; uniform schedules (a warmup, then one computed step every few
+   steps) are scored too, and every candidate is scored with orders 0..max_order.
+3. Verifies the best predicted candidates of each target with real cached runs (PSNR against the recorded run's
+   output) and returns the best verified one as options for `apply_cache_on_pipe`.
 
 Cost in pipeline runs: target_speedup: 1 + verify_runs; min_psnr: 1 + one run per probed step budget (a binary
 search, about log2(num_inference_steps)) + verify_runs - 1. The search itself is a few seconds on the CPU.
@@ -479,9 +481,10 @@ def calibrate(
     def candidates_for(computed: int) -> list[_Candidate]:
         """Candidates with `computed` steps, best predicted first. Per forecast target (residual, output), two
         cost models (errors per step, and errors weighted by step size) each rank that target's candidates, and
-        the uniform schedules get a ranking of their own (by step size where known), so the most regular schedule of each target
-        is verified too (the cost model's best schedules can fit the calibration input too closely). The
-        rankings are interleaved: the targets' errors are in different units, so they are not compared."""
+        the uniform schedules get a ranking of their own (by step size where known), so the most regular
+        schedule of each target is verified too (the cost model's best schedules can fit the calibration input
+        too closely). The rankings are interleaved: the targets' errors are in different units, so they are
+        never compared with each other; only the verified runs compare them."""
         by_weight: dict[str, list[list[_Candidate]]] = {label: [] for label in cost_weights}
         uniform_rankings = []
         for target, values in recorded.items():
