@@ -28,7 +28,7 @@ import math
 import os
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -103,19 +103,51 @@ class _Recorder:
             )
         self.values.setdefault(key, {})[step] = flat[self.index[key]].float().cpu()
 
-    def matrices(self, steps: int, output: bool = False) -> list[torch.Tensor]:
-        """One (steps, sample) matrix per (branch, segment) residual recorded at every step (`output`: per
-        branch output instead)."""
+    def matrices(self, steps: int, output: bool = False, first: int = 0) -> list[torch.Tensor]:
+        """One (steps, sample) matrix per (branch, segment) residual recorded at every step `first` ..
+        `first + steps - 1` (`output`: per branch output instead)."""
         out = []
+        wanted = list(range(first, first + steps))
         for key, per_step in self.values.items():
             if (key[1] < 0) != output:
                 continue
-            if sorted(per_step) != list(range(steps)):
+            if sorted(per_step) != wanted:
                 raise ValueError(
                     f"calibrate: branch {key[0]!r} was not recorded at every step (got {sorted(per_step)})"
                 )
-            out.append(torch.stack([per_step[k] for k in range(steps)]))
+            out.append(torch.stack([per_step[k] for k in wanted]))
         return out
+
+    def steps(self) -> list[int]:
+        return sorted({step for per_step in self.values.values() for step in per_step})
+
+
+@dataclass
+class _Piece:
+    """The steps one denoiser ran, `first` .. `first + n - 1` of the pipeline's steps, and what was recorded there
+    per forecast target (row i = step first + i). One piece per denoiser (Wan 2.2: two)."""
+
+    first: int
+    n: int
+    recorded: dict[str, list[torch.Tensor]]
+    weights: dict[str, torch.Tensor | None] = field(
+        default_factory=dict
+    )  # per cost model, this piece's steps
+
+    def local(self, steps: tuple[int, ...]) -> tuple[int, ...]:
+        return tuple(s - self.first for s in steps if self.first <= s < self.first + self.n)
+
+
+def _schedule_cost(errors: torch.Tensor, steps: tuple[int, ...]) -> float:
+    """The order-1 cost of a schedule as `_order1_errors` counts it (what `best_order1_schedule` minimizes)."""
+    computed = set(steps)
+    last, previous, total = None, -1, 0.0
+    for k in range(errors.shape[1]):
+        if k in computed or last is None:
+            last, previous = k, (last if last is not None else -1)
+        else:
+            total += float(errors[previous + 1, last, k])
+    return total
 
 
 def forecast_cost(
@@ -359,7 +391,10 @@ def calibrate(
     fastest that keep `min_psnr` (dB against the uncached output), on the inputs `pipe(**call_kwargs)`.
 
     Args:
-        pipe: an uncached diffusers pipeline with one denoiser (left as it was: uncached).
+        pipe: an uncached diffusers pipeline (left as it was: uncached). With several denoisers (Wan 2.2's
+            `transformer` and `transformer_2`) the schedule counts the pipeline's steps: each denoiser runs its
+            own stretch of them, its first step is always computed, and the search splits the computed steps
+            among the denoisers (they must have the same number of blocks).
         call_kwargs: the pipeline call's keyword arguments (prompt or prompt_embeds, num_inference_steps, ...).
             Without a `generator`, calibrate seeds one with `seed` for every run, so all runs share their noise;
             with one, its state is restored before every run and at the end.
@@ -416,58 +451,88 @@ def calibrate(
     if _runners_of(pipe):
         raise ValueError("calibrate needs an uncached pipeline; call cache_dit.disable_cache(pipe) first")
     denoisers = _denoisers_of(pipe)
-    if len(denoisers) != 1:
-        raise ValueError(
-            f"calibrate supports pipelines with one denoiser; {type(pipe).__name__} has "
-            f"{', '.join(denoisers) or 'none a cache adapter knows'}"
-        )
-    ((name, transformer),) = denoisers.items()
+    if not denoisers:
+        raise ValueError(f"calibrate: {type(pipe).__name__} has no denoiser a cache adapter knows")
     started = time.perf_counter()
     runs = _Runs(pipe, call_kwargs, seed)
     fn, bn = Fn_compute_blocks, Bn_compute_blocks
 
-    # 1. the recorded run: every step computed (exact), residual samples recorded
-    recorder = _Recorder()
+    # 1. the recorded run: every step computed (exact), residual and output samples recorded per denoiser
+    recorders = {name: _Recorder() for name in denoisers}
     apply_cache_on_pipe(
         pipe, cache_type="DBCache", Fn_compute_blocks=fn, Bn_compute_blocks=bn, compute_steps=[0]
     )
     try:
-        runner = get_runner(transformer)
-        runner.recorder = recorder
-        runner.schedule = _EVERY_STEP
+        runners = {name: get_runner(module) for name, module in denoisers.items()}
         timesteps: list[float] = []  # the first call's timestep at each step (CFG calls share it)
+        hooks = []
+        for name, runner in runners.items():
+            runner.recorder = recorders[name]
+            runner.schedule = _EVERY_STEP
 
-        def note_timestep(module: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
-            t = runner._timestep(args, kwargs)
-            if t is not None and (not timesteps or t != timesteps[-1]):
-                timesteps.append(t)
+            def note_timestep(
+                module: Any, args: tuple[Any, ...], kwargs: dict[str, Any], runner=runner
+            ) -> None:
+                t = runner._timestep(args, kwargs)
+                if t is not None and (not timesteps or t != timesteps[-1]):
+                    timesteps.append(t)
 
-        hook = transformer.register_forward_pre_hook(note_timestep, with_kwargs=True)
+            hooks.append(denoisers[name].register_forward_pre_hook(note_timestep, with_kwargs=True))
         try:
             reference = runs()
         finally:
-            hook.remove()
-        num_steps = max(b.calls for b in runner.call.branches.values())
-        num_blocks = runner.num_blocks
+            for hook in hooks:
+                hook.remove()
+        ran = {  # denoiser -> (its first step, its steps) in the pipeline's step numbering
+            name: (
+                min(recorders[name].steps(), default=0),
+                max((b.calls for b in r.call.branches.values()), default=0),
+            )
+            for name, r in runners.items()
+        }
+        blocks = {name: r.num_blocks for name, r in runners.items()}
     finally:
         disable_cache(pipe)
-    recorded = {"residual": recorder.matrices(num_steps)}
+    ran = {name: span for name, span in ran.items() if span[1] > 0}  # a denoiser the call never used
+    num_steps = max(first + n for first, n in ran.values())
+    covered = sorted(step for first, n in ran.values() for step in range(first, first + n))
+    if covered != list(range(num_steps)):
+        raise ValueError(
+            "calibrate needs each denoiser to run one stretch of consecutive steps, together every step once; "
+            f"got {', '.join(f'{name}: steps {f}..{f + n - 1}' for name, (f, n) in ran.items())}"
+        )
+    if len(set(blocks[name] for name in ran)) != 1:
+        raise ValueError(
+            "calibrate needs the denoisers to have the same number of blocks (its speedup counts steps); got "
+            + ", ".join(f"{name}: {blocks[name]}" for name in ran)
+        )
+    num_blocks = blocks[next(iter(ran))]
+    first_steps = tuple(sorted(first for first, _ in ran.values()))  # each denoiser's first step always runs
     skipped = ""
-    if "output" in cache_types:
-        outputs = recorder.matrices(num_steps, output=True)
-        if fn or bn:
-            skipped = "output forecasts not tried: they need Fn_compute_blocks=0 and Bn_compute_blocks=0"
-        elif not outputs:
-            skipped = f"output forecasts not tried: {type(transformer).__name__} does not return one tensor"
-            if list(cache_types) == ["output"]:
-                raise ValueError(
-                    f"calibrate: cache_types=['output'] but {type(transformer).__name__} does not "
-                    "return one tensor; use cache_types=['residual']"
+    pieces = []
+    for name, (first, n) in sorted(ran.items(), key=lambda item: item[1][0]):
+        recorded = {}
+        if "residual" in cache_types:
+            recorded["residual"] = recorders[name].matrices(n, first=first)
+        if "output" in cache_types and not (fn or bn):
+            outputs = recorders[name].matrices(n, output=True, first=first)
+            if outputs:
+                recorded["output"] = outputs
+            else:
+                skipped = (
+                    f"output forecasts not tried: {type(denoisers[name]).__name__} does not return one tensor"
                 )
-        else:
-            recorded["output"] = outputs
-    if "residual" not in cache_types:
-        del recorded["residual"]
+        pieces.append(_Piece(first, n, recorded))
+    if "output" in cache_types and (fn or bn):
+        skipped = "output forecasts not tried: they need Fn_compute_blocks=0 and Bn_compute_blocks=0"
+    if skipped and "output" in cache_types:
+        for piece in pieces:
+            piece.recorded.pop("output", None)
+        if list(cache_types) == ["output"]:
+            raise ValueError(
+                f"calibrate: cache_types=['output'], but {skipped}; use cache_types=['residual']"
+            )
+    targets = list(pieces[0].recorded)
     data_range = 255.0 if reference.max() > 1.5 else 1.0
     if fn + bn >= num_blocks:
         raise ValueError(
@@ -478,6 +543,50 @@ def calibrate(
     # inputs it never verified best, and its candidates pushed better schedules out of the verified ones.
     orders = range(max_order + 1)
 
+    def cost(target: str, label: str, steps: tuple[int, ...], order: int) -> float:
+        return sum(
+            forecast_cost(piece.recorded[target], piece.local(steps), order, piece.weights[label])
+            for piece in pieces
+        )
+
+    best_local: dict[tuple[str, str, int, int], tuple[float, tuple[int, ...]]] = {}
+
+    def best_schedule(target: str, label: str, computed: int) -> tuple[int, ...]:
+        """The least order-1 cost schedule with `computed` steps: the exact DP; with several denoisers, the
+        exact DP within each one's steps (its first step included) and the best split of the steps among them."""
+        if len(pieces) == 1:
+            return best_order1_schedule(models[target, label][0], computed)
+        splits: dict[int, tuple[float, tuple[int, ...]]] = {
+            0: (0.0, ())
+        }  # steps so far -> best (cost, steps)
+        for index, piece in enumerate(pieces):
+            errors = models[target, label][index]
+            grown: dict[int, tuple[float, tuple[int, ...]]] = {}
+            for k in range(1, min(piece.n, computed) + 1):
+                key = (target, label, index, k)
+                if key not in best_local:
+                    local = best_order1_schedule(errors, k)
+                    best_local[key] = (_schedule_cost(errors, local), tuple(piece.first + s for s in local))
+                local_cost, steps = best_local[key]
+                for used, (so_far, chosen) in splits.items():
+                    total = (so_far + local_cost, chosen + steps)
+                    if used + k <= computed and total[0] < grown.get(used + k, (math.inf,))[0]:
+                        grown[used + k] = total
+            splits = grown
+        return tuple(sorted(splits[computed][1]))
+
+    def uniform_for(computed: int) -> list[tuple[int, ...]]:
+        if len(pieces) == 1:
+            return uniform_schedules(num_steps, computed)
+        found = set()  # uniform over the pipeline's steps, plus each denoiser's first step
+        for warmup in range(1, computed + 1):
+            for interval in range(2, num_steps):
+                for last in (False, True):
+                    steps = set(uniform_schedule(num_steps, warmup, interval, last)) | set(first_steps)
+                    if len(steps) == computed:
+                        found.add(tuple(sorted(steps)))
+        return sorted(found)
+
     def candidates_for(computed: int) -> list[_Candidate]:
         """Candidates with `computed` steps, best predicted first. Per forecast target (residual, output), two
         cost models (errors per step, and errors weighted by step size) each rank that target's candidates, and
@@ -487,16 +596,15 @@ def calibrate(
         never compared with each other; only the verified runs compare them."""
         by_weight: dict[str, list[list[_Candidate]]] = {label: [] for label in cost_weights}
         uniform_rankings = []
-        for target, values in recorded.items():
+        for target in targets:
             schedules = {}
             for label in cost_weights:
-                errs = models[target, label]
-                schedules.setdefault(best_order1_schedule(errs, computed), f"dp order 1, {label}")
-            for steps in uniform_schedules(num_steps, computed):
+                schedules.setdefault(best_schedule(target, label, computed), f"dp order 1, {label}")
+            for steps in uniform_for(computed):
                 schedules.setdefault(steps, "uniform")
-            for label, w in cost_weights.items():
+            for label in cost_weights:
                 scored = [
-                    _Candidate(steps, order, source, forecast_cost(values, steps, order, w), target=target)
+                    _Candidate(steps, order, source, cost(target, label, steps, order), target=target)
                     for steps, source in schedules.items()
                     for order in orders
                 ]
@@ -525,12 +633,18 @@ def calibrate(
 
     weights = step_weights(timesteps, num_steps)
     cost_weights = {"per step": None, **({"by step size": weights} if weights is not None else {})}
-    models = {
-        (target, label): _order1_errors(values, w)
-        for target, values in recorded.items()
-        for label, w in cost_weights.items()
+    for piece in pieces:
+        piece.weights = {
+            label: None if w is None else w[piece.first : piece.first + piece.n]
+            for label, w in cost_weights.items()
+        }
+    models = {  # per target and cost model: one order-1 error table per denoiser
+        (target, label): [_order1_errors(piece.recorded[target], piece.weights[label]) for piece in pieces]
+        for target in targets
+        for label in cost_weights
     }
-    speed = {k: block_speedup(num_steps, k, num_blocks, fn + bn) for k in range(1, num_steps + 1)}
+    fewest = len(pieces)  # each denoiser's first step is computed
+    speed = {k: block_speedup(num_steps, k, num_blocks, fn + bn) for k in range(fewest, num_steps + 1)}
     verified: list[tuple[int, _Candidate]] = []
     try:
         if target_speedup is not None:
@@ -539,7 +653,7 @@ def calibrate(
                 raise ValueError(
                     f"target_speedup={target_speedup} is out of reach: with Fn_compute_blocks + "
                     f"Bn_compute_blocks = {fn + bn} of {num_blocks} blocks, {num_steps} steps give at most "
-                    f"{speed[1]:.2f}x"
+                    f"{speed[fewest]:.2f}x"
                 )
             computed = max(reaching)
             top = candidates_for(computed)[:verify_runs]
@@ -548,7 +662,7 @@ def calibrate(
                 verify(c)
         else:
             # binary search on the number of computed steps: all of them is exact, so `high` always qualifies
-            low, high = 1, num_steps
+            low, high = fewest, num_steps
             while low < high:
                 mid = (low + high) // 2
                 c = candidates_for(mid)[0]
@@ -587,13 +701,14 @@ def calibrate(
     result.speedup = speed[computed]
     result.psnr = float(chosen.psnr if chosen.psnr is not None else math.nan)
     result.num_inference_steps = num_steps
-    result.model = f"{type(transformer).__module__}.{type(transformer).__qualname__}"
+    result.model = _model_name(denoisers)
     result.runs = runs.count
     result.table = table
     if verbose:
         goal = f"target_speedup={target_speedup}" if target_speedup is not None else f"min_psnr={min_psnr}"
         print(
-            f"cache-dit calibrate ({goal}, {num_steps} steps, {num_blocks} blocks of {type(transformer).__name__}):"
+            f"cache-dit calibrate ({goal}, {num_steps} steps, {num_blocks} blocks of "
+            f"{' + '.join(type(module).__name__ for module in denoisers.values())}):"
         )
         if skipped:
             print(skipped)
@@ -632,6 +747,11 @@ _EVERY_STEP = _EveryStepSchedule()
 # ----------------------------------------------------------------------------------------------------------
 
 
+def _model_name(denoisers: Mapping[str, Any]) -> str:
+    """The denoisers' classes ("module.Class", joined by "+" for several, e.g. Wan 2.2's two)."""
+    return "+".join(f"{type(m).__module__}.{type(m).__qualname__}" for m in denoisers.values())
+
+
 def _key(model: str, num_steps: int) -> str:
     return f"{model}@{num_steps}"
 
@@ -653,11 +773,7 @@ def save_calibration(path: str | os.PathLike[str], result: CalibratedOptions) ->
 def load_calibration(path: str | os.PathLike[str], pipe: Any, num_inference_steps: int) -> dict[str, Any]:
     """The options `calibrate(..., save_to=path)` stored for this pipeline's transformer class and step count."""
     data = json.loads(Path(path).read_text())
-    denoisers = _denoisers_of(pipe)
-    if len(denoisers) != 1:
-        raise ValueError(f"load_calibration supports pipelines with one denoiser; got {', '.join(denoisers)}")
-    transformer = next(iter(denoisers.values()))
-    key = _key(f"{type(transformer).__module__}.{type(transformer).__qualname__}", num_inference_steps)
+    key = _key(_model_name(_denoisers_of(pipe)), num_inference_steps)
     if key not in data:
         raise ValueError(
             f"{path} holds no calibration for {key}; it holds: {', '.join(sorted(data)) or 'nothing'}"

@@ -362,7 +362,9 @@ class CacheRunner:
         """Warn when a fixed schedule was plainly made for another step count than this call ran."""
         if not self.schedule or not call.branches or not self.caching_enabled:
             return
-        steps = max(branch.calls for branch in call.branches.values())
+        # the pipeline's own count where its marks carry it: with several denoisers (Wan 2.2) each one runs only
+        # a stretch of the steps, numbered as the pipeline numbers them
+        steps = call.marked_num_steps or max(branch.calls for branch in call.branches.values())
         listed = sorted(self.schedule)
         gaps = [b - a for a, b in zip([0, *listed], [*listed, steps])]
         if listed[-1] >= steps:
@@ -561,6 +563,9 @@ class CacheRunner:
         step = ctx_kwargs.get("step_index")
         if isinstance(step, bool) or not isinstance(step, int):
             step = branch.calls
+        total = ctx_kwargs.get("num_inference_steps")  # the pipeline's step count, where its marks carry it
+        if isinstance(total, int) and not isinstance(total, bool):
+            call.marked_num_steps = total
         branch.calls += 1
         p = _Pass(branch=branch, step=step)
         if self.prune is not None:

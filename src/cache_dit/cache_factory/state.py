@@ -123,6 +123,7 @@ class CallState:
     # per source ("step_index" / "timestep"): the last value and which way this loop moves (+1 / -1)
     loop_progress: dict[str, tuple[float, int | None]] = field(default_factory=dict)
     step_decisions: dict[int, bool] = field(default_factory=dict)  # cfg_diff_compute_separate=False
+    marked_num_steps: int | None = None  # the step count the pipeline's branch marks carry (Wan), if any
     warned: set[str] = field(default_factory=set)  # warning keys already given in this call
 
     def branch(self, name: str) -> BranchState:
