@@ -207,7 +207,7 @@ def _load(args: argparse.Namespace) -> tuple[Any, Any, Any]:
             return out.movedim(-3, -1).clamp(0, 1).numpy()
 
         def tiny_kwargs(seed: int) -> dict[str, Any]:
-            return _captured_call(lambda stand_in: case.run(stand_in, steps=args.steps, seed=seed, **size))
+            return case.call_kwargs(steps=args.steps, seed=seed, **size)
 
         return pipe, run_tiny, tiny_kwargs
 
@@ -245,25 +245,6 @@ def _load(args: argparse.Namespace) -> tuple[Any, Any, Any]:
         return np.asarray(out, dtype=np.float32)
 
     return pipe, run_real, real_kwargs
-
-
-class _Called(Exception):
-    def __init__(self, kwargs: dict[str, Any]) -> None:
-        super().__init__("captured")
-        self.kwargs = kwargs
-
-
-def _captured_call(run: Any) -> dict[str, Any]:
-    """The keyword arguments `run(pipe)` calls the pipeline with (a stand-in pipeline records them)."""
-
-    def stand_in(**kwargs: Any) -> NoReturn:
-        raise _Called(kwargs)
-
-    try:
-        run(stand_in)
-    except _Called as called:
-        return called.kwargs
-    raise RuntimeError("the tiny case did not call its pipeline")
 
 
 def _save(array: Any, path: Path) -> None:
@@ -321,20 +302,15 @@ def _timed(run: Any, pipe: Any, seed: int) -> tuple[Any, float]:
     return out, time.perf_counter() - start
 
 
+def _given(args: argparse.Namespace, *flags: str) -> list[str]:
+    """The flags among `flags` the command line set (a flag's value is left None when it is not given)."""
+    return [flag for flag in flags if getattr(args, flag.lstrip("-").replace("-", "_")) is not None]
+
+
 def check_flags(args: argparse.Namespace) -> None:
     """Flags that do not apply are an error, never silently ignored."""
     if args.tiny is not None:
-        given = [
-            flag
-            for flag, key in (
-                ("--prompt", "prompt"),
-                ("--negative-prompt", "negative_prompt"),
-                ("--width", "width"),
-                ("--num-frames", "num_frames"),
-                ("--guidance-scale", "guidance_scale"),
-            )
-            if getattr(args, key) is not None
-        ]
+        given = _given(args, "--prompt", "--negative-prompt", "--width", "--num-frames", "--guidance-scale")
         if given:
             raise UsageError(
                 f"{', '.join(given)} apply to --model-path only: --tiny runs its case's fixed call on "
@@ -343,19 +319,10 @@ def check_flags(args: argparse.Namespace) -> None:
     elif args.prompt is None:
         raise UsageError("--model-path needs --prompt")
     if args.calibrate is not None or args.calibration_file is not None:
-        given = [
-            flag
-            for flag, key in (
-                ("--cache", "cache"),
-                ("--Fn", "Fn"),
-                ("--Bn", "Bn"),
-                ("--rdt", "rdt"),
-                ("--warmup-steps", "warmup_steps"),
-                ("--max-cached-steps", "max_cached_steps"),
-                ("--order", "order"),
-            )
-            if getattr(args, key) is not None
-        ] + (["--taylorseer"] if args.taylorseer else [])
+        given = _given(
+            args, "--cache", "--Fn", "--Bn", "--rdt", "--warmup-steps", "--max-cached-steps", "--order"
+        )
+        given += ["--taylorseer"] if args.taylorseer else []
         if given:
             raise UsageError(
                 f"{', '.join(given)}: with --calibrate / --calibration-file the cache options come from the "

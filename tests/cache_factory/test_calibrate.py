@@ -241,23 +241,8 @@ def test_schedule_cost_is_what_the_dp_minimizes_and_what_forecast_cost_counts():
 def test_two_denoisers_share_one_schedule_with_each_first_step_computed(tmp_path):
     """Wan 2.2 (`transformer` for steps 0-1, `transformer_2` for 2-7): one schedule over the pipeline's steps,
     each denoiser's first step in it; the verified PSNR is what the options give; JSON keyed by both classes."""
-    import sys
-    from pathlib import Path
-
-    sys.path.insert(0, str(Path(__file__).parent))
-    from test_denoisers import wan22
-
-    pipe = wan22()
-    kwargs = dict(
-        prompt_embeds=tiny.wan_prompt_embeds(),
-        negative_prompt_embeds=tiny.wan_prompt_embeds(seed=1),
-        height=16,
-        width=16,
-        num_frames=5,
-        num_inference_steps=8,
-        guidance_scale=5.0,
-        output_type="pt",
-    )
+    pipe = tiny.tiny_wan22_pipeline()
+    kwargs = CASES["wan"].call_kwargs(steps=8)  # the tiny Wan call (seeded generator, CFG on)
     path = tmp_path / "cal.json"
     options = cache_dit.calibrate(
         pipe, kwargs, target_speedup=2.0, verify_runs=4, verbose=False, save_to=path
@@ -267,11 +252,11 @@ def test_two_denoisers_share_one_schedule_with_each_first_step_computed(tmp_path
     assert all({0, 2} <= set(row["compute_steps"]) and row["computed_steps"] == 4 for row in options.table)
     wan = "diffusers.models.transformers.transformer_wan.WanTransformer3DModel"
     assert options.model == f"{wan}+{wan}" and cache_dit.load_calibration(path, pipe, 8) == dict(options)
-    reference = pipe(**kwargs, generator=torch.Generator().manual_seed(0)).frames
+    reference = pipe(**{**kwargs, "generator": torch.Generator().manual_seed(0)}).frames
     cache_dit.apply_cache_on_pipe(pipe, **options)
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # the schedule fits: each denoiser counts the pipeline's 8 steps
-        cached = pipe(**kwargs, generator=torch.Generator().manual_seed(0)).frames
+        cached = pipe(**{**kwargs, "generator": torch.Generator().manual_seed(0)}).frames
     high, low = cache_dit.summary(pipe), cache_dit.summary(pipe, denoiser="transformer_2")
     assert high.cached_steps + low.cached_steps == sorted(set(range(8)) - set(steps))
     assert _psnr(reference, cached) == pytest.approx(options.psnr, abs=1e-9)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import pytest
 import torch
-from diffusers import WanPipeline
 
 import cache_dit
 from cache_dit.cache_factory import apply_cache_on_pipe
@@ -21,19 +20,7 @@ FORCED = dict(
 )
 
 
-def wan22() -> WanPipeline:
-    base = tiny.tiny_wan_pipeline()
-    pipe = WanPipeline(
-        tokenizer=None,
-        text_encoder=None,
-        vae=base.vae,
-        scheduler=base.scheduler,
-        transformer=base.transformer,
-        transformer_2=tiny.tiny_wan_transformer(seed=1),
-        boundary_ratio=0.95,
-    )
-    pipe.set_progress_bar_config(disable=True)
-    return pipe
+wan22 = tiny.tiny_wan22_pipeline
 
 
 def run(pipe):

@@ -28,7 +28,7 @@ import math
 import os
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -130,9 +130,7 @@ class _Piece:
     first: int
     n: int
     recorded: dict[str, list[torch.Tensor]]
-    weights: dict[str, torch.Tensor | None] = field(
-        default_factory=dict
-    )  # per cost model, this piece's steps
+    weights: dict[str, torch.Tensor | None]  # per cost model: the step weights of this piece's steps
 
     def local(self, steps: tuple[int, ...]) -> tuple[int, ...]:
         return tuple(s - self.first for s in steps if self.first <= s < self.first + self.n)
@@ -509,30 +507,30 @@ def calibrate(
     num_blocks = blocks[next(iter(ran))]
     first_steps = tuple(sorted(first for first, _ in ran.values()))  # each denoiser's first step always runs
     skipped = ""
-    pieces = []
-    for name, (first, n) in sorted(ran.items(), key=lambda item: item[1][0]):
-        recorded = {}
-        if "residual" in cache_types:
-            recorded["residual"] = recorders[name].matrices(n, first=first)
-        if "output" in cache_types and not (fn or bn):
-            outputs = recorders[name].matrices(n, output=True, first=first)
-            if outputs:
-                recorded["output"] = outputs
-            else:
-                skipped = (
-                    f"output forecasts not tried: {type(denoisers[name]).__name__} does not return one tensor"
-                )
-        pieces.append(_Piece(first, n, recorded))
     if "output" in cache_types and (fn or bn):
         skipped = "output forecasts not tried: they need Fn_compute_blocks=0 and Bn_compute_blocks=0"
-    if skipped and "output" in cache_types:
-        for piece in pieces:
-            piece.recorded.pop("output", None)
-        if list(cache_types) == ["output"]:
-            raise ValueError(
-                f"calibrate: cache_types=['output'], but {skipped}; use cache_types=['residual']"
-            )
-    targets = list(pieces[0].recorded)
+    elif "output" in cache_types:
+        lacking = [
+            name for name, (f, n) in ran.items() if not recorders[name].matrices(n, output=True, first=f)
+        ]
+        if lacking:
+            skipped = f"output forecasts not tried: {type(denoisers[lacking[0]]).__name__} does not return one tensor"
+            if list(cache_types) == ["output"]:
+                raise ValueError(
+                    f"calibrate: cache_types=['output'], but {skipped}; use cache_types=['residual']"
+                )
+    targets = [t for t in ("residual", "output") if t in cache_types and not (t == "output" and skipped)]
+    weights = step_weights(timesteps, num_steps)
+    cost_weights = {"per step": None, **({"by step size": weights} if weights is not None else {})}
+    pieces = [
+        _Piece(
+            first,
+            n,
+            {t: recorders[name].matrices(n, output=t == "output", first=first) for t in targets},
+            {label: None if w is None else w[first : first + n] for label, w in cost_weights.items()},
+        )
+        for name, (first, n) in sorted(ran.items(), key=lambda item: item[1][0])
+    ]
     data_range = 255.0 if reference.max() > 1.5 else 1.0
     if fn + bn >= num_blocks:
         raise ValueError(
@@ -631,13 +629,6 @@ def calibrate(
             disable_cache(pipe)
         return candidate.psnr
 
-    weights = step_weights(timesteps, num_steps)
-    cost_weights = {"per step": None, **({"by step size": weights} if weights is not None else {})}
-    for piece in pieces:
-        piece.weights = {
-            label: None if w is None else w[piece.first : piece.first + piece.n]
-            for label, w in cost_weights.items()
-        }
     models = {  # per target and cost model: one order-1 error table per denoiser
         (target, label): [_order1_errors(piece.recorded[target], piece.weights[label]) for piece in pieces]
         for target in targets

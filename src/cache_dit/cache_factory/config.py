@@ -419,19 +419,18 @@ def build_config(**options: Any) -> CacheConfig:
         mix_orders=ts_kwargs.get("mix_orders", False),
     )
     if taylorseer.taylorseer_cache_type is TaylorSeerCacheType.OUTPUT:
-        if cache_type is CacheType.FBCache:
-            raise ValueError(
-                "taylorseer_cache_type='output' runs no block on a cached step, but cache_type=FBCache always "
-                "runs its first block; use cache_type=DBCache with Fn_compute_blocks=0, Bn_compute_blocks=0 and "
-                "compute_steps"
-            )
-        _check_output_forecast(db, taylorseer)
+        _check_output_forecast(cache_type, db, taylorseer)
     return CacheConfig(cache_type=cache_type, dbcache=db, taylorseer=taylorseer, cfg=cfg, options=resolved)
 
 
-def _check_output_forecast(db: DBCacheConfig, ts: TaylorSeerConfig) -> None:
+def _check_output_forecast(cache_type: CacheType, db: DBCacheConfig, ts: TaylorSeerConfig) -> None:
     """taylorseer_cache_type='output' forecasts the whole transformer output on a fixed schedule."""
     needs = "taylorseer_cache_type='output' (forecast the transformer's whole output)"
+    if cache_type is CacheType.FBCache:
+        raise ValueError(
+            f"{needs} runs no block on a cached step, but cache_type=FBCache always runs its first block; use "
+            "cache_type=DBCache with Fn_compute_blocks=0, Bn_compute_blocks=0 and compute_steps"
+        )
     if not ts.enable_taylorseer:
         raise ValueError(f"{needs} needs enable_taylorseer=True")
     if ts.enable_encoder_taylorseer:

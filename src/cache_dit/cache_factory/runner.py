@@ -412,7 +412,7 @@ class CacheRunner:
         finally:
             p, self._pass = self._pass, None
             self._close_pass(p, ok)
-        if self.recorder is not None and p is not None and not p.cached and not p.whole:
+        if self.recorder is not None and p is not None and not p.cached:
             self._record_output(p, out)
         if self.validate and p is not None and self._can_replay(p):
             self._replay(p, orig, args, kwargs, out)
@@ -460,8 +460,6 @@ class CacheRunner:
             None if isinstance(out, torch.Tensor) else _with_first_tensor(out, value.new_empty(0))
         )
         store.latents_layout, store.return_dict = latents, return_dict
-        if self.recorder is not None:
-            self.recorder(branch.name, p.step, -1, "output", value)
         return out
 
     def _record_output(self, p: _Pass, out: Any) -> None:

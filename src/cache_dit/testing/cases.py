@@ -9,7 +9,7 @@ import functools
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NoReturn
 
 import torch
 
@@ -36,6 +36,25 @@ class ModelCase:
     # the case whose transformer class (adapter) this one shares, with another pipeline or conditioning; the
     # tests mark such cases `variant`, so `pytest -m "not variant"` runs one case per adapter while iterating
     variant_of: str | None = None
+
+    def call_kwargs(self, **run_kwargs: Any) -> dict[str, Any]:
+        """The keyword arguments `run(pipe, **run_kwargs)` calls the pipeline with (`cache_dit.calibrate` takes
+        them): a stand-in pipeline records them instead of running."""
+
+        def stand_in(**kwargs: Any) -> NoReturn:
+            raise _Called(kwargs)
+
+        try:
+            self.run(stand_in, **run_kwargs)
+        except _Called as called:
+            return called.kwargs
+        raise RuntimeError(f"the {self.name} case did not call its pipeline")
+
+
+class _Called(Exception):
+    def __init__(self, kwargs: dict[str, Any]) -> None:
+        super().__init__("captured")
+        self.kwargs = kwargs
 
 
 def _run_flux(

@@ -140,6 +140,23 @@ def tiny_wan_pipeline(num_layers: int = 6, seed: int = 0) -> WanPipeline:
     )
 
 
+def tiny_wan22_pipeline() -> WanPipeline:
+    """Wan 2.2's two-denoiser WanPipeline: `transformer` for t >= 950 (with the tiny scheduler's shift 7: steps 0-1
+    of 8), `transformer_2` (other weights) for the rest."""
+    base = tiny_wan_pipeline()
+    pipe = WanPipeline(
+        tokenizer=None,
+        text_encoder=None,
+        vae=base.vae,
+        scheduler=base.scheduler,
+        transformer=base.transformer,
+        transformer_2=tiny_wan_transformer(seed=1),
+        boundary_ratio=0.95,
+    )
+    pipe.set_progress_bar_config(disable=True)
+    return pipe
+
+
 def wan_prompt_embeds(batch: int = 1, seq_len: int = 8, seed: int = 0) -> torch.Tensor:
     """prompt_embeds (B, S, 32) for the tiny Wan pipeline."""
     g = torch.Generator().manual_seed(seed)
