@@ -121,6 +121,74 @@ WIDE_TRANSFORMER_CONFIG: dict[str, Any] = {
 WIDE_IMAGE_SIZE = 64
 
 
+SCENES_WEIGHTS_DIR = Path(__file__).with_name("weights_scenes")
+TESTBED_NAMES: tuple[str, ...] = ("shapes", "scenes")
+
+
+@dataclass(frozen=True)
+class TestbedSpec:
+    """What differs between the trained testbeds: data, sizes, configs and where the weights live."""
+
+    name: str
+    image_size: int
+    class_names: tuple[str, ...]
+    text_seq_len: int
+    weights_dir: Path
+    vae_config: dict[str, Any]
+    transformer_config: dict[str, Any]
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.class_names)
+
+    @property
+    def null_class_id(self) -> int:
+        return len(self.class_names)
+
+    @property
+    def vae_scale_factor(self) -> int:
+        return 2 ** (len(self.vae_config["block_out_channels"]) - 1)
+
+    def make_dataset(self, num_images: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """Class-balanced images float32 in [-1, 1] ``(N, 3, S, S)`` and labels ``(N,)``."""
+        if self.name == "scenes":
+            from cache_dit.testing import scenes
+
+            return scenes.make_scene_dataset(num_images, seed, self.image_size)
+        return make_shape_dataset(num_images, seed, self.image_size)
+
+
+def testbed_spec(name: str | None = None) -> TestbedSpec:
+    """The :class:`TestbedSpec` of a testbed: ``None`` or ``"shapes"`` (the default), or ``"scenes"``."""
+    if name is None or name == "shapes":
+        return TestbedSpec(
+            "shapes", IMAGE_SIZE, tuple(CLASS_NAMES), TEXT_SEQ_LEN, WEIGHTS_DIR, VAE_CONFIG, TRANSFORMER_CONFIG
+        )
+    if name == "scenes":
+        from cache_dit.testing import scenes
+
+        return TestbedSpec(
+            "scenes",
+            scenes.IMAGE_SIZE,
+            tuple(scenes.CLASS_NAMES),
+            scenes.TEXT_SEQ_LEN,
+            SCENES_WEIGHTS_DIR,
+            scenes.VAE_CONFIG,
+            scenes.TRANSFORMER_CONFIG,
+        )
+    raise ValueError(f"testbed name must be one of {TESTBED_NAMES} (or None for 'shapes'), got {name!r}")
+
+
+def testbed_num_classes(name: str | None = None) -> int:
+    """Number of prompt classes of a testbed (12 for the default, 36 for ``"scenes"``)."""
+    return testbed_spec(name).num_classes
+
+
+def testbed_image_size(name: str | None = None) -> int:
+    """The square image size a testbed's pipeline expects (64 for the default, 128 for ``"scenes"``)."""
+    return testbed_spec(name).image_size
+
+
 # --------------------------------------------------------------------------------------------------------------
 # Procedural data
 # --------------------------------------------------------------------------------------------------------------
@@ -273,22 +341,26 @@ def load_class_table(weights_dir: Path = WEIGHTS_DIR) -> ClassTable:
 
 
 def testbed_prompt_embeds(
-    class_ids: Sequence[int], weights_dir: Path = WEIGHTS_DIR
+    class_ids: Sequence[int], weights_dir: Path | None = None, name: str | None = None
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Conditioning for the trained testbed, in place of text-encoder outputs.
 
     Args:
-        class_ids: class ids in ``[0, NUM_CLASSES)``, or :data:`NULL_CLASS_ID` for the unconditional
-            embedding (use it for ``negative_prompt_embeds`` with ``true_cfg_scale`` > 1).
+        class_ids: class ids in ``[0, testbed_num_classes(name))``, or that count itself (the null class,
+            :data:`NULL_CLASS_ID` for the default) for the unconditional embedding (use it for
+            ``negative_prompt_embeds`` with ``true_cfg_scale`` > 1).
+        weights_dir: the folder of the class table; default: the named testbed's committed weights.
+        name: ``None`` (the default 64x64 testbed) or ``"scenes"``.
 
     Returns:
         ``prompt_embeds`` ``(B, TEXT_SEQ_LEN, 64)`` and ``pooled_prompt_embeds`` ``(B, 64)``, float32.
     """
+    spec = testbed_spec(name)
     ids = list(class_ids)
     for class_id in ids:
-        if not 0 <= class_id <= NULL_CLASS_ID:
-            raise ValueError(f"class id must be in [0, {NULL_CLASS_ID}], got {class_id}")
-    table = load_class_table(weights_dir)
+        if not 0 <= class_id <= spec.null_class_id:
+            raise ValueError(f"class id must be in [0, {spec.null_class_id}], got {class_id}")
+    table = load_class_table(spec.weights_dir if weights_dir is None else weights_dir)
     index = torch.tensor(ids, dtype=torch.long)
     return table.prompt[index].clone(), table.pooled[index].clone()
 
@@ -326,8 +398,9 @@ def build_testbed_transformer(seed: int | None = None) -> FluxTransformer2DModel
 def load_testbed_pipeline(
     dtype: torch.dtype = torch.float32,
     device: str | torch.device = "cpu",
-    weights_dir: str | Path = WEIGHTS_DIR,
+    weights_dir: str | Path | None = None,
     random_transformer_seed: int | None = None,
+    name: str | None = None,
 ) -> FluxPipeline:
     """The trained testbed as a real ``diffusers.FluxPipeline`` (no text encoders).
 
@@ -342,8 +415,16 @@ def load_testbed_pipeline(
         weights_dir: folder with the committed weights.
         random_transformer_seed: if given, keep the trained VAE and class table but replace the transformer
             by a randomly initialised one of the same config (seeded), as a "not trained" reference.
+        name: ``None`` for this 64x64 testbed, or ``"scenes"`` for the harder 128x128 multi-object testbed
+            (see :mod:`cache_dit.testing.scenes`; sample it at ``testbed_image_size("scenes")``).
     """
-    weights_dir = Path(weights_dir)
+    spec = testbed_spec(name)
+    weights_dir = Path(spec.weights_dir if weights_dir is None else weights_dir)
+    if not (weights_dir / "transformer.safetensors").exists():
+        raise FileNotFoundError(
+            f"no trained weights for testbed {spec.name!r} in {weights_dir}; train them with "
+            f"`python -m cache_dit.testing.testbed train --name {spec.name}`"
+        )
     vae = AutoencoderKL.from_config(_read_json("vae_config.json", weights_dir))
     _load_module_weights(vae, weights_dir / "vae.safetensors")
     transformer = FluxTransformer2DModel.from_config(_read_json("transformer_config.json", weights_dir))
@@ -394,26 +475,29 @@ def sample_classes(
     seed: int = 0,
     num_inference_steps: int = 28,
     true_cfg_scale: float = 1.0,
-    weights_dir: str | Path = WEIGHTS_DIR,
+    weights_dir: str | Path | None = None,
+    name: str | None = None,
 ) -> np.ndarray:
-    """Sample one 64x64 image per class id in a single batched call (seeded generator).
+    """Sample one image per class id of testbed ``name`` in a single batched call (seeded generator).
 
     ``true_cfg_scale`` > 1 adds the :data:`NULL_CLASS_ID` embedding as the negative branch (true CFG, two
     transformer calls per step). ``weights_dir`` must be the folder the pipeline was loaded from.
 
     Returns:
-        ``uint8`` array ``(B, 64, 64, 3)``.
+        ``uint8`` array ``(B, S, S, 3)`` (S = 64, or 128 for ``"scenes"``).
     """
-    prompt, pooled = testbed_prompt_embeds(class_ids, weights_dir)
+    spec = testbed_spec(name)
+    prompt, pooled = testbed_prompt_embeds(class_ids, weights_dir, name=name)
     kwargs: dict[str, Any] = {}
     if true_cfg_scale > 1.0:
-        neg, neg_pooled = testbed_prompt_embeds([NULL_CLASS_ID] * len(class_ids), weights_dir)
+        null_ids = [spec.null_class_id] * len(class_ids)
+        neg, neg_pooled = testbed_prompt_embeds(null_ids, weights_dir, name=name)
         kwargs = {"negative_prompt_embeds": neg, "negative_pooled_prompt_embeds": neg_pooled}
     images = pipe(
         prompt_embeds=prompt,
         pooled_prompt_embeds=pooled,
-        height=IMAGE_SIZE,
-        width=IMAGE_SIZE,
+        height=spec.image_size,
+        width=spec.image_size,
         num_inference_steps=num_inference_steps,
         true_cfg_scale=true_cfg_scale,
         generator=torch.Generator().manual_seed(seed),
@@ -542,7 +626,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     )
     sub = parser.add_subparsers(dest="command", required=True)
     train = sub.add_parser("train", help="train the VAE and the transformer, write weights")
-    train.add_argument("--out", type=Path, default=WEIGHTS_DIR)
+    train.add_argument("--name", choices=TESTBED_NAMES, default="shapes")
+    train.add_argument("--out", type=Path, default=None, help="default: the named testbed's weights folder")
     train.add_argument("--seed", type=int, default=0)
     train.add_argument("--stage", choices=["all", "vae", "transformer"], default="all")
     train.add_argument("--vae-steps", type=int, default=1200)
@@ -556,6 +641,9 @@ def main(argv: Sequence[str] | None = None) -> None:
         help="wall-clock safety caps per stage (training stops early and records the step)",
     )
     train.add_argument("--threads", type=int, default=2)
+    train.add_argument("--batch", type=int, default=32, help="transformer batch size")
+    train.add_argument("--lr", type=float, default=5e-4, help="transformer peak learning rate")
+    train.add_argument("--latent-images", type=int, default=None, help="default: 400 per class")
     grid = sub.add_parser("grid", help="sample all classes into a PNG grid")
     grid.add_argument("--weights", type=Path, default=WEIGHTS_DIR)
     grid.add_argument("--out", type=Path, default=Path("/tmp/testbed_grid.png"))
@@ -574,6 +662,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         from cache_dit.testing.testbed_train import train_all
 
         train_all(
+            spec=testbed_spec(args.name),
             out_dir=args.out,
             seed=args.seed,
             stage=args.stage,
@@ -581,6 +670,9 @@ def main(argv: Sequence[str] | None = None) -> None:
             transformer_steps=args.transformer_steps,
             threads=args.threads,
             max_minutes=tuple(args.max_minutes),
+            batch=args.batch,
+            lr=args.lr,
+            num_latent_images=args.latent_images,
         )
     elif args.command == "grid":
         torch.set_num_threads(2)

@@ -47,11 +47,13 @@ def train_vae(
     batch: int = 16,
     lr: float = 1e-3,
     kl_weight: float = 1e-6,
+    spec: tb.TestbedSpec | None = None,
 ) -> tuple[tb.AutoencoderKL, dict[str, float]]:
     """Train the testbed VAE on fresh procedural images; return it and the training stats."""
+    spec = spec or tb.testbed_spec()
     start = time.time()
     torch.manual_seed(seed)
-    vae = tb.build_testbed_vae()
+    vae = tb.AutoencoderKL.from_config(spec.vae_config)
     optimizer = torch.optim.AdamW(vae.parameters(), lr=lr, weight_decay=0.0)
     generator = torch.Generator().manual_seed(seed)
     recon_loss = float("nan")
@@ -63,7 +65,7 @@ def train_vae(
         done = step + 1
         for group in optimizer.param_groups:
             group["lr"] = _lr_at(step, steps, lr, warmup=50)
-        images, _ = tb.make_shape_dataset(batch, seed=seed * 100_000 + step)  # (B, 3, 64, 64)
+        images, _ = spec.make_dataset(batch, seed=seed * 100_000 + step)  # (B, 3, S, S)
         posterior = vae.encode(images).latent_dist
         latents = posterior.sample(generator=generator)  # (B, 4, 16, 16)
         recon = vae.decode(latents).sample  # (B, 3, 64, 64)
@@ -81,11 +83,21 @@ def train_vae(
 
 
 @torch.no_grad()
-def encode_dataset(vae: tb.AutoencoderKL, num_images: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Raw (unscaled) latent means ``(N, 4, 16, 16)`` and labels ``(N,)`` of a procedural data set."""
-    images, labels = tb.make_shape_dataset(num_images, seed=seed)
-    latents = torch.cat([vae.encode(chunk).latent_dist.mode() for chunk in images.split(128)])
-    return latents, labels
+def encode_dataset(
+    vae: tb.AutoencoderKL, num_images: int, seed: int, spec: tb.TestbedSpec | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Raw (unscaled) latent means ``(N, C, h, w)`` and labels ``(N,)`` of a procedural data set."""
+    spec = spec or tb.testbed_spec()
+    if spec.name == "shapes":  # the committed shapes weights were trained on this one-call data set
+        images, labels_t = spec.make_dataset(num_images, seed=seed)
+        return torch.cat([vae.encode(chunk).latent_dist.mode() for chunk in images.split(128)]), labels_t
+    chunks, labels = [], []
+    for offset in range(0, num_images, 256):  # images are made per chunk: 128x128 scenes would need GBs at once
+        count = min(256, num_images - offset)
+        images, _ = spec.make_dataset(count, seed=seed * 1000 + offset)
+        chunks.append(torch.cat([vae.encode(chunk).latent_dist.mode() for chunk in images.split(64)]))
+        labels.append((torch.arange(offset, offset + count)) % spec.num_classes)
+    return torch.cat(chunks), torch.cat(labels)
 
 
 class _Conditioning(torch.nn.Module):
@@ -95,6 +107,52 @@ class _Conditioning(torch.nn.Module):
         super().__init__()
         self.prompt = torch.nn.Parameter(torch.randn(tb.NUM_CLASSES + 1, tb.TEXT_SEQ_LEN, joint_dim))
         self.pooled = torch.nn.Parameter(torch.randn(tb.NUM_CLASSES + 1, pooled_dim))
+
+    def embed(self, class_ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.prompt[class_ids], self.pooled[class_ids]
+
+
+class _CompositionalConditioning(torch.nn.Module):
+    """The scenes' class table, built from one learned token per attribute (kind, colour, count) + a shared one.
+
+    ``embed`` gives ``prompt`` ``(B, 4, D_joint)`` = [kind, colour, count, shared] tokens and ``pooled`` =
+    the sum of the attributes' pooled vectors; the null class has its own learned tokens. The full table
+    (one row per class) is materialised once at save time, so loading stays a plain table look-up.
+    """
+
+    def __init__(self, joint_dim: int, pooled_dim: int) -> None:
+        super().__init__()
+        from cache_dit.testing import scenes
+
+        sizes = (len(scenes.KINDS), len(scenes.COLORS), len(scenes.COUNTS))
+        self.tokens = torch.nn.ParameterList([torch.nn.Parameter(torch.randn(n, joint_dim)) for n in sizes])
+        self.pooled_parts = torch.nn.ParameterList(
+            [torch.nn.Parameter(torch.randn(n, pooled_dim) / math.sqrt(3)) for n in sizes]
+        )
+        self.shared = torch.nn.Parameter(torch.randn(joint_dim))
+        self.null_prompt = torch.nn.Parameter(torch.randn(scenes.TEXT_SEQ_LEN, joint_dim))
+        self.null_pooled = torch.nn.Parameter(torch.randn(pooled_dim))
+        attrs = [scenes.class_attribute_indices(c) for c in range(scenes.NUM_CLASSES)]
+        self.register_buffer("attributes", torch.tensor(attrs + [(0, 0, 0)]), persistent=False)  # (C + 1, 3)
+        self.null_class_id = scenes.NULL_CLASS_ID
+
+    def embed(self, class_ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        attrs = self.attributes[class_ids]  # (B, 3)
+        tokens = [table[attrs[:, i]] for i, table in enumerate(self.tokens)]  # 3 x (B, D)
+        prompt = torch.stack(tokens + [self.shared.expand_as(tokens[0])], dim=1)  # (B, 4, D)
+        pooled = sum(table[attrs[:, i]] for i, table in enumerate(self.pooled_parts))  # (B, D_pooled)
+        is_null = (class_ids == self.null_class_id)[:, None]
+        prompt = torch.where(is_null[:, :, None], self.null_prompt[None], prompt)
+        pooled = torch.where(is_null, self.null_pooled[None], pooled)
+        return prompt, pooled
+
+    @property
+    def prompt(self) -> torch.Tensor:
+        return self.embed(torch.arange(self.null_class_id + 1))[0]
+
+    @property
+    def pooled(self) -> torch.Tensor:
+        return self.embed(torch.arange(self.null_class_id + 1))[1]
 
 
 def train_transformer(
@@ -107,21 +165,23 @@ def train_transformer(
     lr: float = 5e-4,
     ema_decay: float = 0.998,
     label_dropout: float = 0.1,
-) -> tuple[tb.FluxTransformer2DModel, _Conditioning, dict[str, float]]:
-    """Rectified-flow training on scaled latents ``(N, 4, 16, 16)``; returns EMA transformer and table."""
+    spec: tb.TestbedSpec | None = None,
+    log_path: Path | None = None,
+) -> tuple[tb.FluxTransformer2DModel, torch.nn.Module, dict[str, float]]:
+    """Rectified-flow training on scaled latents ``(N, C, h, w)``; returns EMA transformer and table."""
+    spec = spec or tb.testbed_spec()
     start = time.time()
     torch.manual_seed(seed)
-    transformer = tb.build_testbed_transformer()
-    cond = _Conditioning(
-        tb.TRANSFORMER_CONFIG["joint_attention_dim"], tb.TRANSFORMER_CONFIG["pooled_projection_dim"]
-    )
+    transformer = tb.FluxTransformer2DModel.from_config(spec.transformer_config)
+    dims = spec.transformer_config["joint_attention_dim"], spec.transformer_config["pooled_projection_dim"]
+    cond = _CompositionalConditioning(*dims) if spec.name == "scenes" else _Conditioning(*dims)
     model = torch.nn.ModuleDict({"transformer": transformer, "cond": cond})
     ema = copy.deepcopy(model).eval().requires_grad_(False)
     optimizer = torch.optim.AdamW(model.parameters(), lr=lr, betas=(0.9, 0.99), weight_decay=0.0)
 
     packed = tb.pack_latents(latents)  # (N, 64, 16)
-    img_ids = tb.latent_image_ids()  # (64, 3)
-    txt_ids = torch.zeros(tb.TEXT_SEQ_LEN, 3)  # (S, 3)
+    img_ids = tb.latent_image_ids(spec.image_size, spec.vae_scale_factor)  # (N_img, 3)
+    txt_ids = torch.zeros(spec.text_seq_len, 3)  # (S, 3)
     mu = tb.image_mu(packed.shape[1])
     generator = torch.Generator().manual_seed(seed)
     running = float("nan")
@@ -134,22 +194,23 @@ def train_transformer(
         for group in optimizer.param_groups:
             group["lr"] = _lr_at(step, steps, lr, warmup=100)
         index = torch.randint(len(packed), (batch,), generator=generator)
-        x0 = packed[index]  # (B, 64, 16)
+        x0 = packed[index]  # (B, N_img, 4C)
         class_ids = labels[index].clone()
-        class_ids[torch.rand(batch, generator=generator) < label_dropout] = tb.NULL_CLASS_ID
-        noise = torch.randn(x0.shape, generator=generator)  # (B, 64, 16)
+        class_ids[torch.rand(batch, generator=generator) < label_dropout] = spec.null_class_id
+        noise = torch.randn(x0.shape, generator=generator)  # (B, N_img, 4C)
+        prompt, pooled = cond.embed(class_ids)  # (B, S, D_joint), (B, D_pooled)
         sigma = tb.sample_training_sigmas(batch, mu, generator)  # (B,)
         x_t = (1 - sigma[:, None, None]) * x0 + sigma[:, None, None] * noise
         target = noise - x0
         pred = transformer(
             hidden_states=x_t,
             timestep=sigma,  # the pipeline passes t / 1000 = sigma; the model multiplies by 1000
-            pooled_projections=cond.pooled[class_ids],  # (B, D_pooled)
-            encoder_hidden_states=cond.prompt[class_ids],  # (B, S, D_joint)
+            pooled_projections=pooled,
+            encoder_hidden_states=prompt,
             txt_ids=txt_ids,
             img_ids=img_ids,
             return_dict=False,
-        )[0]  # (B, 64, 16)
+        )[0]  # (B, N_img, 4C)
         loss = F.mse_loss(pred, target)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
@@ -162,6 +223,8 @@ def train_transformer(
         running = 0.98 * running + 0.02 * loss.item() if step else loss.item()
         if step % 50 == 0 or step == steps - 1:
             _log(f"transformer step {step}/{steps} loss(ema) {running:.4f}", start)
+        if log_path is not None and (step + 1) % 250 == 0:  # a checkpoint a killed run can be resumed from
+            torch.save({"step": step + 1, "ema": ema.state_dict()}, log_path)
     stats = {
         "transformer_steps": done,
         "transformer_loss": running,
@@ -171,34 +234,45 @@ def train_transformer(
 
 
 def train_all(
-    out_dir: Path,
+    out_dir: Path | None = None,
     seed: int = 0,
     stage: str = "all",
     vae_steps: int = 1200,
     transformer_steps: int = 3000,
     threads: int = 2,
     max_minutes: tuple[float, float] = (10.0, 38.0),
-    num_latent_images: int = 12 * 400,
+    num_latent_images: int | None = None,
+    spec: tb.TestbedSpec | None = None,
+    batch: int = 32,
+    lr: float = 5e-4,
 ) -> dict[str, Any]:
-    """Train the requested stages and write weights + configs into ``out_dir``."""
+    """Train the requested stages of testbed ``spec`` and write weights + configs into ``out_dir``."""
+    spec = spec or tb.testbed_spec()
     torch.set_num_threads(threads)
-    out_dir = Path(out_dir)
+    out_dir = Path(spec.weights_dir if out_dir is None else out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
+    num_latent_images = num_latent_images or spec.num_classes * 400
     start = time.time()
     info_path = out_dir / "testbed.json"
     info: dict[str, Any] = json.loads(info_path.read_text()) if info_path.exists() else {}
     info.update(
-        {"seed": seed, "threads": threads, "class_names": tb.CLASS_NAMES, "null_class_id": tb.NULL_CLASS_ID}
+        {
+            "name": spec.name,
+            "seed": seed,
+            "threads": threads,
+            "class_names": list(spec.class_names),
+            "null_class_id": spec.null_class_id,
+        }
     )
 
     if stage in ("all", "vae"):
-        vae, vae_stats = train_vae(vae_steps, seed, max_seconds=60 * max_minutes[0])
-        raw, _ = encode_dataset(vae, 12 * 64, seed=seed + 7)  # (N, 4, 16, 16)
+        vae, vae_stats = train_vae(vae_steps, seed, max_seconds=60 * max_minutes[0], spec=spec)
+        raw, _ = encode_dataset(vae, 12 * 64, seed=seed + 7, spec=spec)  # (N, C, h, w)
         shift, scale = raw.mean().item(), 1.0 / raw.std().item()
         vae_stats.update({"latent_shift_factor": shift, "latent_scaling_factor": scale})
         info.update(vae_stats)
         (out_dir / "vae_config.json").write_text(
-            json.dumps({**tb.VAE_CONFIG, "shift_factor": shift, "scaling_factor": scale}, indent=2)
+            json.dumps({**spec.vae_config, "shift_factor": shift, "scaling_factor": scale}, indent=2)
         )
         _save_fp16(vae, out_dir / "vae.safetensors")
         _log(f"vae done: shift_factor {shift:.4f} scaling_factor {scale:.4f}", start)
@@ -207,22 +281,33 @@ def train_all(
         vae_config = json.loads((out_dir / "vae_config.json").read_text())
         vae = tb.AutoencoderKL.from_config(vae_config).eval()
         tb._load_module_weights(vae, out_dir / "vae.safetensors")
-        raw, labels = encode_dataset(vae, num_latent_images, seed=seed + 1)  # (N, 4, 16, 16)
+        raw, labels = encode_dataset(vae, num_latent_images, seed=seed + 1, spec=spec)  # (N, C, h, w)
         latents = (raw - vae_config["shift_factor"]) * vae_config["scaling_factor"]
         _log(f"encoded {len(latents)} latents: mean {latents.mean():.3f} std {latents.std():.3f}", start)
         transformer, cond, t_stats = train_transformer(
-            latents, labels, transformer_steps, seed, max_seconds=60 * max_minutes[1]
+            latents,
+            labels,
+            transformer_steps,
+            seed,
+            max_seconds=60 * max_minutes[1],
+            spec=spec,
+            batch=batch,
+            lr=lr,
+            log_path=out_dir / "checkpoint.pt",  # git-ignored; deleted when training ends
         )
+        (out_dir / "checkpoint.pt").unlink(missing_ok=True)
         info.update(t_stats)
+        info.update({"transformer_batch": batch, "transformer_lr": lr, "latent_images": num_latent_images})
         _save_fp16(transformer, out_dir / "transformer.safetensors")
-        (out_dir / "transformer_config.json").write_text(json.dumps(tb.TRANSFORMER_CONFIG, indent=2))
-        save_file(
-            {
-                "prompt": cond.prompt.detach().half().contiguous(),
-                "pooled": cond.pooled.detach().half().contiguous(),
-            },
-            str(out_dir / "class_embeds.safetensors"),
-        )
+        (out_dir / "transformer_config.json").write_text(json.dumps(spec.transformer_config, indent=2))
+        with torch.no_grad():
+            save_file(
+                {
+                    "prompt": cond.prompt.detach().half().contiguous(),
+                    "pooled": cond.pooled.detach().half().contiguous(),
+                },
+                str(out_dir / "class_embeds.safetensors"),
+            )
         (out_dir / "scheduler_config.json").write_text(json.dumps(tb.SCHEDULER_CONFIG, indent=2))
 
     info["last_run_seconds"] = time.time() - start
