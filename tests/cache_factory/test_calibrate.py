@@ -11,12 +11,15 @@ import pytest
 import torch
 
 import cache_dit
-from cache_dit.cache_factory.calibration import (
-    _order1_errors,
+from cache_dit.cache_factory.calibration import block_speedup, leave_one_out, pick_robust, uniform_schedules
+from cache_dit.cache_factory.calibration.record import Recorder
+from cache_dit.cache_factory.calibration.search import (
+    Piece,
+    ScheduleSearch,
     best_order1_schedule,
-    block_speedup,
     forecast_cost,
-    uniform_schedules,
+    order1_errors,
+    schedule_cost,
 )
 from cache_dit.cache_factory.runner import get_runner
 from cache_dit.testing import tiny
@@ -37,7 +40,7 @@ def test_forecast_cost_closed_form():
 def test_dp_schedule_is_the_exact_optimum():
     g = torch.Generator().manual_seed(0)
     values = [torch.cumsum(torch.randn(9, 5, generator=g), 0) ** 2]  # a bumpy trajectory
-    errors = _order1_errors(values)
+    errors = order1_errors(values)
     for computed in (3, 4, 5):
         best = min(
             forecast_cost(values, (0, *rest), 1) for rest in itertools.combinations(range(1, 9), computed - 1)
@@ -47,6 +50,19 @@ def test_dp_schedule_is_the_exact_optimum():
         assert forecast_cost(values, found, 1) == pytest.approx(best, rel=1e-6)
 
 
+def test_search_offers_no_order_its_computed_steps_cannot_reach():
+    """A forecast from j computed steps has order j - 1 at most; higher orders would only repeat candidates."""
+    g = torch.Generator().manual_seed(2)
+    recorded = {"residual": [torch.cumsum(torch.randn(8, 5, generator=g), 0)]}
+    search = ScheduleSearch([[Piece(0, 8, recorded, {"per step": None})]], ["residual"], ["per step"], 2, 8)
+    assert {c.order for c in search.candidates(1)} == {0}
+    assert {c.order for c in search.candidates(2)} == {0, 1}
+    assert {c.order for c in search.candidates(3)} == {0, 1, 2}
+    for computed in (1, 2, 3):
+        found = [(c.steps, c.forecaster) for c in search.candidates(computed)]
+        assert len(found) == len(set(found)) and all(len(steps) == computed for steps, _ in found)
+
+
 def test_uniform_schedules_and_block_speedup():
     assert (0, 1, 3, 5) in uniform_schedules(6, 4)  # warmup 2, every 2nd step
     assert all(len(s) == 3 and s[0] == 0 for s in uniform_schedules(6, 3))
@@ -54,10 +70,10 @@ def test_uniform_schedules_and_block_speedup():
     assert block_speedup(28, 7, 12, 1) == pytest.approx(28 * 12 / (7 * 12 + 21))
 
 
-def _kwargs(generator=None):
+def _kwargs(generator=None, **extra):
     pe, pooled = tiny.flux_prompt_embeds()
     kwargs = dict(
-        prompt_embeds=pe, pooled_prompt_embeds=pooled, height=32, width=32, num_inference_steps=STEPS
+        prompt_embeds=pe, pooled_prompt_embeds=pooled, height=32, width=32, num_inference_steps=STEPS, **extra
     )
     kwargs["output_type"] = "pt"
     if generator is not None:
@@ -66,16 +82,15 @@ def _kwargs(generator=None):
 
 
 def _psnr(a: torch.Tensor, b: torch.Tensor) -> float:
-    """Mean PSNR of the 8-bit images (what calibrate measures on images in [0, 1])."""
-    a, b = (torch.round(x.double().clamp(0, 1) * 255) for x in (a, b))
-    mse = ((a - b) ** 2).reshape(a.shape[0], -1).mean(1)
-    return float(np.mean([min(100.0, 10 * np.log10(255**2 / m)) if m > 0 else 100.0 for m in mse.tolist()]))
+    """Mean PSNR over the samples of float images in [0, 1], as they are (what calibrate measures)."""
+    mse = ((a.double() - b.double()) ** 2).reshape(a.shape[0], -1).mean(1)
+    return float(np.mean([min(100.0, 10 * np.log10(1 / m)) if m > 0 else 100.0 for m in mse.tolist()]))
 
 
 def test_target_speedup_gives_verified_options_and_leaves_the_pipeline_uncached(capsys):
     pipe = FLUX.build()
     options = cache_dit.calibrate(pipe, _kwargs(), target_speedup=2.0)
-    assert "picked: 2.00x" in capsys.readouterr().out
+    assert "picked (*): 2.00x" in capsys.readouterr().out
     assert get_runner(pipe.transformer) is None
     assert options.speedup == 2.0 and options.num_inference_steps == STEPS
     assert options["Fn_compute_blocks"] == 0 and len(options["compute_steps"]) == 3
@@ -185,9 +200,7 @@ def test_uniform_schedule():
 
 
 def test_recorder_keeps_one_fixed_sample_and_refuses_a_shape_change():
-    from cache_dit.cache_factory.calibration import _Recorder
-
-    recorder = _Recorder()
+    recorder = Recorder()
     first, second = torch.arange(6.0).reshape(2, 3), torch.arange(6.0).reshape(2, 3) * 10
     recorder("cond", 0, 0, "hidden", first)
     recorder("cond", 1, 0, "hidden", second)
@@ -215,9 +228,7 @@ def test_one_forecast_target_only(cache_type):
 
 
 def test_recorder_keeps_the_transformer_output_apart():
-    from cache_dit.cache_factory.calibration import _Recorder
-
-    recorder = _Recorder()
+    recorder = Recorder()
     for step in range(2):
         recorder("cond", step, 0, "hidden", torch.full((2, 3), float(step)))
         recorder("cond", step, -1, "output", torch.full((4,), 10.0 + step))
@@ -229,13 +240,11 @@ def test_recorder_keeps_the_transformer_output_apart():
 
 
 def test_schedule_cost_is_what_the_dp_minimizes_and_what_forecast_cost_counts():
-    from cache_dit.cache_factory.calibration import _schedule_cost
-
     g = torch.Generator().manual_seed(1)
     values = [torch.cumsum(torch.randn(8, 5, generator=g), 0) ** 2]
-    errors = _order1_errors(values)
+    errors = order1_errors(values)
     for steps in [(0, 3), (0, 1, 5), best_order1_schedule(errors, 3), (1, 4, 6)]:
-        assert _schedule_cost(errors, steps) == pytest.approx(forecast_cost(values, steps, 1), rel=1e-6)
+        assert schedule_cost(errors, steps) == pytest.approx(forecast_cost(values, steps, 1), rel=1e-6)
 
 
 def test_two_denoisers_share_one_schedule_with_each_first_step_computed(tmp_path):
@@ -260,3 +269,199 @@ def test_two_denoisers_share_one_schedule_with_each_first_step_computed(tmp_path
     high, low = cache_dit.summary(pipe), cache_dit.summary(pipe, denoiser="transformer_2")
     assert high.cached_steps + low.cached_steps == sorted(set(range(8)) - set(steps))
     assert _psnr(reference, cached) == pytest.approx(options.psnr, abs=1e-9)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Several inputs: the selection rule, its leave-one-out estimate, per-input scores
+# ----------------------------------------------------------------------------------------------------------
+
+
+def test_pick_robust_is_the_best_mean_among_those_near_the_best_worst_input():
+    scores = [
+        [46.0, 30.0],  # mean 38.00, worst 30.0
+        [38.0, 37.0],  # mean 37.50, worst 37.0 (the best worst input)
+        [37.0, 36.5],  # mean 36.75, worst 36.5
+        [39.5, 36.0],  # mean 37.75, worst 36.0
+    ]
+    assert pick_robust(scores, worst_margin=1.0) == 3  # worst >= 36: candidates 1, 2, 3; best mean: 3
+    assert pick_robust(scores, worst_margin=0.0) == 1  # only the best worst input qualifies
+    assert pick_robust(scores, worst_margin=10.0) == 0  # every candidate qualifies: the best mean
+    assert pick_robust([[30.0], [32.0], [31.0]], worst_margin=1.0) == 1  # one input: the best score
+    assert pick_robust([[35.0, 35.0], [35.0, 35.0]], worst_margin=1.0) == 0  # a tie: the better predicted
+
+
+def test_leave_one_out_re_picks_without_each_input():
+    scores = [[40.0, 30.0, 35.0], [36.0, 36.0, 36.0], [38.0, 34.0, 39.0]]
+    # without input 0: worst 30 / 36 / 34 -> only candidate 1 within 1 dB of 36 -> its score on input 0: 36
+    # without input 1: worst 35 / 36 / 38, means 37.5 / 36 / 38.5 -> candidate 2 -> 34 on input 1
+    # without input 2: worst 30 / 36 / 34 -> candidate 1 -> 36 on input 2
+    assert leave_one_out(scores, worst_margin=1.0) == [36.0, 34.0, 36.0]
+    assert leave_one_out([[40.0], [41.0]], worst_margin=1.0) is None  # one input: nothing to leave out
+
+
+def test_two_inputs_scored_per_input_with_a_leave_one_out_estimate(tmp_path, capsys):
+    pipe = FLUX.build()
+    pe, pooled = tiny.flux_prompt_embeds(seed=1)
+    generator = torch.Generator().manual_seed(5)
+    state = generator.get_state()
+    size = FLUX.alt_size
+    other = dict(
+        prompt_embeds=pe, pooled_prompt_embeds=pooled, height=size, width=size, num_inference_steps=STEPS
+    )
+    inputs = [_kwargs(generator), {**other, "output_type": "pt"}]  # the second: no generator -> seed 0 + 1
+    path = tmp_path / "cal.json"
+    options = cache_dit.calibrate(pipe, inputs, target_speedup=2.0, verify_runs=3, save_to=path)
+    out = capsys.readouterr().out
+    assert torch.equal(generator.get_state(), state)
+    assert options.runs == 2 * (1 + 3) and options.inputs == 2 and options.speedup == 2.0
+    # the pick's per-input scores are the PSNRs its options give on each input's own noise
+    references = [
+        pipe(**_kwargs(torch.Generator().manual_seed(5))).images,
+        pipe(**inputs[1], generator=torch.Generator().manual_seed(1)).images,
+    ]
+    cache_dit.apply_cache_on_pipe(pipe, **options)
+    cached = [
+        pipe(**_kwargs(torch.Generator().manual_seed(5))).images,
+        pipe(**inputs[1], generator=torch.Generator().manual_seed(1)).images,
+    ]
+    for i in range(2):
+        assert _psnr(references[i], cached[i]) == pytest.approx(options.psnrs[i], abs=1e-9)
+    assert options.psnr == pytest.approx(np.mean(options.psnrs)) and options.psnr_worst == min(options.psnrs)
+    # the pick is the rule's, and the leave-one-out estimate is the rule re-run on one input, scored on the other
+    rows = options.table
+    scores = [row["psnrs"] for row in rows]
+    assert [row["picked"] for row in rows] == [i == pick_robust(scores, 1.0) for i in range(len(rows))]
+    assert next(row for row in rows if row["picked"])["psnrs"] == options.psnrs
+    best_on_1, best_on_0 = int(np.argmax([s[1] for s in scores])), int(np.argmax([s[0] for s in scores]))
+    assert options.loo_psnrs == [scores[best_on_1][0], scores[best_on_0][1]]
+    assert options.loo_psnr == pytest.approx((scores[best_on_1][0] + scores[best_on_0][1]) / 2)
+    assert f"leave-one-out estimate for unseen inputs: {options.loo_psnr:.2f} dB" in out
+    entry = json.loads(path.read_text())[f"{options.model}@{STEPS}"]
+    assert entry["psnrs"] == options.psnrs and entry["loo_psnr"] == options.loo_psnr and entry["inputs"] == 2
+
+
+class _Terminal:
+    """A stderr that says it is a terminal."""
+
+    def __init__(self) -> None:
+        self.text = ""
+
+    def write(self, text: str) -> None:
+        self.text += text
+
+    def flush(self) -> None:
+        pass
+
+    def isatty(self) -> bool:
+        return True
+
+
+@pytest.mark.parametrize("progress", [True, False])
+def test_progress_bar_counts_the_runs_on_a_terminal_only(monkeypatch, progress):
+    terminal = _Terminal()
+    monkeypatch.setattr("sys.stderr", terminal)
+    cache_dit.calibrate(
+        FLUX.build(), _kwargs(), target_speedup=3.0, verify_runs=1, verbose=False, progress=progress
+    )
+    assert ("cache-dit calibrate: 100%" in terminal.text and "2/2" in terminal.text) == progress
+    assert progress or terminal.text == ""
+
+
+@pytest.mark.parametrize(
+    "call_kwargs,error,match",
+    [
+        ([], ValueError, "call_kwargs is an empty list"),
+        ("prompt", TypeError, "call_kwargs must be a dict .* or a list of them"),
+        ([{"num_inference_steps": 4}, 3], TypeError, r"call_kwargs\[1\] must be a dict"),
+        (
+            [{"num_inference_steps": 4}, {"num_inference_steps": 6}],
+            ValueError,
+            r"share num_inference_steps.*\[4, 6\]",
+        ),
+        ([{"generator": 7}], TypeError, r"\['generator'\] must be a torch.Generator"),
+    ],
+)
+def test_bad_inputs_raise_before_any_run(call_kwargs, error, match):
+    pipe = FLUX.build()
+    with pytest.raises(error, match=match):
+        cache_dit.calibrate(pipe, call_kwargs, target_speedup=2.0, verbose=False)
+    assert get_runner(pipe.transformer) is None
+
+
+# ----------------------------------------------------------------------------------------------------------
+# The calibration file, and failures that must not cost the caller anything
+# ----------------------------------------------------------------------------------------------------------
+
+_FLUX_KEY = f"diffusers.models.transformers.transformer_flux.FluxTransformer2DModel@{STEPS}"
+
+
+@pytest.mark.parametrize(
+    "content,match",
+    [
+        ("[1, 2]", "the top level is a list, expected an object"),
+        (json.dumps({_FLUX_KEY: {"speedup": 2.0}}), f"entry '{_FLUX_KEY}' has no 'options' object"),
+        (json.dumps({_FLUX_KEY: [1]}), f"entry '{_FLUX_KEY}' is a list"),
+        ("{not json", "it is not JSON"),
+    ],
+)
+def test_load_calibration_names_the_file_and_what_is_wrong(tmp_path, content, match):
+    path = tmp_path / "cal.json"
+    path.write_text(content)
+    with pytest.raises(ValueError, match=f"{path} is not a calibration file: {match}"):
+        cache_dit.load_calibration(path, FLUX.build(), STEPS)
+
+
+def test_an_older_calibration_file_still_loads(tmp_path):
+    path = tmp_path / "cal.json"
+    options = {
+        "cache_type": "DBCache",
+        "Fn_compute_blocks": 0,
+        "Bn_compute_blocks": 0,
+        "compute_steps": [0, 2, 4],
+    }
+    path.write_text(json.dumps({_FLUX_KEY: {"options": options, "speedup": 2.0, "psnr": 30.0, "runs": 9}}))
+    assert cache_dit.load_calibration(path, FLUX.build(), STEPS) == options
+
+
+def _counting(steps: list[int]):
+    def count(pipe, step, timestep, callback_kwargs):
+        steps.append(step)
+        return callback_kwargs
+
+    return count
+
+
+@pytest.mark.parametrize(
+    "where,match",
+    [
+        ("folder/cal.json", "the folder '.*folder' does not exist"),
+        ("cal.json", "save_to: .*cal.json is not a calibration file: the top level is a list"),
+    ],
+)
+def test_save_to_is_checked_before_any_run(tmp_path, where, match):
+    (tmp_path / "cal.json").write_text("[]")  # an existing file that is no calibration file
+    steps: list[int] = []
+    with pytest.raises(ValueError, match=match):
+        cache_dit.calibrate(
+            FLUX.build(),
+            _kwargs(callback_on_step_end=_counting(steps)),
+            target_speedup=2.0,
+            verbose=False,
+            save_to=tmp_path / where,
+        )
+    assert steps == []  # no denoising step ran
+
+
+def test_a_fault_in_the_recorded_run_leaves_the_generator_as_it_was():
+    def fail(pipe, step, timestep, callback_kwargs):
+        raise RuntimeError("fault at step 1")
+
+    generator = torch.Generator().manual_seed(3)
+    state = generator.get_state()
+    pipe = FLUX.build()
+    with pytest.raises(RuntimeError, match="fault at step 1"):
+        cache_dit.calibrate(
+            pipe, _kwargs(generator, callback_on_step_end=fail), target_speedup=2.0, verbose=False
+        )
+    assert torch.equal(generator.get_state(), state)  # the recorded run drew the noise: rewound
+    assert get_runner(pipe.transformer) is None

@@ -1,0 +1,357 @@
+"""`calibrate`: the arguments, the order of the work (record, search, verify, pick) and the report."""
+
+from __future__ import annotations
+
+import math
+import os
+import sys
+import time
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+from tqdm.auto import tqdm
+
+from ..apply import _denoisers_of, _runners_of, apply_cache_on_pipe, disable_cache
+from .io import CalibratedOptions, check_save_path, model_name, save_calibration
+from .record import Layout, layout, record
+from .search import Candidate, ScheduleSearch, block_speedup
+from .verify import MAX_PSNR, Inputs, leave_one_out, pick_robust, psnr
+
+
+def calibrate(
+    pipe: Any,
+    call_kwargs: Mapping[str, Any] | Sequence[Mapping[str, Any]],
+    *,
+    target_speedup: float | None = None,
+    min_psnr: float | None = None,
+    max_order: int = 2,
+    Fn_compute_blocks: int = 0,  # noqa: N803 - the option's own name
+    Bn_compute_blocks: int = 0,  # noqa: N803
+    verify_runs: int = 8,
+    cache_types: Sequence[str] = ("residual", "output"),
+    seed: int = 0,
+    worst_margin: float = 1.0,
+    save_to: str | os.PathLike[str] | None = None,
+    verbose: bool = True,
+    progress: bool = True,
+) -> CalibratedOptions:
+    """Find cache options for `pipe` that reach `target_speedup` (block count) at the best quality, or the
+    fastest that keep `min_psnr` (dB against the uncached output), on the inputs `pipe(**call_kwargs)`.
+
+    Quality is PSNR on the pipeline's float output (`output_type="pil"` or none becomes "np" for the runs), per
+    input the mean over its samples. With several inputs every candidate is scored on all of them and picked by
+    one rule (`pick_robust`): among the candidates whose worst input is within `worst_margin` dB of the best
+    worst input, the best mean PSNR. With one input that is simply the best PSNR.
+
+    Args:
+        pipe: an uncached diffusers pipeline (left as it was: uncached). With several denoisers (Wan 2.2's
+            `transformer` and `transformer_2`) the schedule counts the pipeline's steps: each denoiser runs its
+            own stretch of them, its first step is always computed, and the search splits the computed steps
+            among the denoisers (they must have the same number of blocks).
+        call_kwargs: the pipeline call's keyword arguments (prompt or prompt_embeds, num_inference_steps, ...),
+            or a list of them: several inputs (prompts, seeds, sizes), which must run the same steps. An input
+            without a `generator` runs with one seeded `seed + i` (i: its place in the list), so all runs of it
+            share their noise; a given generator is rewound before each run and left as it was at the end (also
+            when calibrate fails).
+        target_speedup: wanted block-count speedup (> 1); the result reaches it (>=) as closely as the step count
+            allows. Exactly one of target_speedup / min_psnr.
+        min_psnr: wanted quality; the result is the fewest computed steps whose verified mean PSNR over the
+            inputs reaches it (the pick among them: the rule above, over those that reach it).
+        max_order: highest TaylorSeer order tried (0 = plain reuse), default 2.
+        Fn_compute_blocks / Bn_compute_blocks: blocks run on every step (default 0 / 0: a cached step runs none).
+        verify_runs: candidates verified by cached runs, each on every input (default 8, >= 1).
+        cache_types: what the candidates forecast: "residual" (the middle blocks' residual, as
+            `taylorseer_cache_type="residual"`) and/or "output" (the transformer's whole output,
+            `taylorseer_cache_type="output"`; only with Fn_compute_blocks = Bn_compute_blocks = 0, and only
+            where the transformer returns one tensor). Default both: the verified runs pick.
+        seed: the generator seed of inputs that have none (input i: seed + i).
+        worst_margin: dB; the rule's guard on the worst input (default 1.0; larger trusts the mean more).
+        save_to: a JSON file to store the result in, keyed by model class and step count (merged with what the
+            file holds); checked before any run; read it back with `load_calibration`.
+        verbose: print the table of verified candidates (per-input PSNRs and the leave-one-out estimate).
+        progress: a tqdm bar over the pipeline runs on stderr (default True; never where stderr is no terminal).
+
+    Returns:
+        `CalibratedOptions`: the options dict, with `.speedup`, `.psnr` (mean over inputs), `.psnrs`,
+        `.psnr_worst`, `.loo_psnr` (for each input, the rule applied to the others' scores picks a candidate:
+        the mean of those picks' PSNRs on the inputs left out; None with one input), `.runs` and `.table`.
+    """
+    inputs_given = _check_arguments(
+        call_kwargs,
+        target_speedup=target_speedup,
+        min_psnr=min_psnr,
+        max_order=max_order,
+        fn=Fn_compute_blocks,
+        bn=Bn_compute_blocks,
+        verify_runs=verify_runs,
+        cache_types=cache_types,
+        worst_margin=worst_margin,
+    )
+    if save_to is not None:
+        check_save_path(save_to)
+    if _runners_of(pipe):
+        raise ValueError("calibrate needs an uncached pipeline; call cache_dit.disable_cache(pipe) first")
+    denoisers = _denoisers_of(pipe)
+    if not denoisers:
+        raise ValueError(f"calibrate: {type(pipe).__name__} has no denoiser a cache adapter knows")
+    started = time.perf_counter()
+    fn, bn = Fn_compute_blocks, Bn_compute_blocks
+    inputs = Inputs(pipe, inputs_given, seed)
+    bar = tqdm(desc="cache-dit calibrate", unit="run", disable=None if progress else True, file=sys.stderr)
+    pipe_bar = getattr(pipe, "_progress_bar_config", None)
+    if not bar.disable and hasattr(pipe, "set_progress_bar_config"):
+        pipe.set_progress_bar_config(disable=True)  # one bar: ours, over the runs
+    inputs.progress = None if bar.disable else bar
+    try:
+        bar.total = len(inputs) * (1 + verify_runs)
+        recordings, blocks = record(pipe, denoisers, inputs, fn, bn)
+        shape = layout(recordings, blocks, denoisers, cache_types, fn, bn)
+        references = [rec.reference for rec in recordings]
+        found = _search_and_verify(
+            pipe,
+            shape,
+            references,
+            inputs,
+            bar,
+            target_speedup,
+            min_psnr,
+            max_order,
+            verify_runs,
+            worst_margin,
+            fn,
+            bn,
+        )
+    finally:
+        inputs.restore()
+        bar.close()
+        if hasattr(pipe, "set_progress_bar_config"):
+            if pipe_bar is None:
+                pipe.__dict__.pop("_progress_bar_config", None)
+            else:
+                pipe._progress_bar_config = pipe_bar
+    computed, chosen, verified, pool, speed = found
+    loo = leave_one_out([c.psnrs for c in pool], worst_margin) if pool else None
+    table = [
+        {
+            "computed_steps": k,
+            "speedup": round(speed[k], 4),
+            "order": c.forecaster,
+            "source": c.source,
+            "predicted_error": round(c.predicted, 6),
+            "psnr": c.psnr,
+            "psnrs": list(c.psnrs) or None,
+            "psnr_worst": min(c.psnrs) if c.psnrs else None,
+            "picked": c is chosen,
+            "compute_steps": list(c.steps),
+        }
+        for k, c in verified
+    ]
+    result = CalibratedOptions(chosen.options(fn, bn))
+    result.speedup = speed[computed]
+    result.psnrs = list(chosen.psnrs)
+    result.psnr = float(np.mean(chosen.psnrs))
+    result.psnr_worst = float(min(chosen.psnrs))
+    result.loo_psnrs = loo
+    result.loo_psnr = None if loo is None else float(np.mean(loo))
+    result.inputs = len(inputs)
+    result.num_inference_steps = shape.num_steps
+    result.model = model_name(denoisers)
+    result.runs = inputs.count
+    result.table = table
+    if verbose:
+        goal = f"target_speedup={target_speedup}" if target_speedup is not None else f"min_psnr={min_psnr}"
+        _print_report(result, shape, goal, denoisers, chosen, time.perf_counter() - started)
+    if save_to is not None:
+        save_calibration(save_to, result)
+    return result
+
+
+def _search_and_verify(
+    pipe: Any,
+    shape: Layout,
+    references: list[np.ndarray],
+    inputs: Inputs,
+    bar: Any,
+    target_speedup: float | None,
+    min_psnr: float | None,
+    max_order: int,
+    verify_runs: int,
+    worst_margin: float,
+    fn: int,
+    bn: int,
+) -> tuple[int, Candidate, list[tuple[int, Candidate]], list[Candidate], dict[int, float]]:
+    """The computed-step count, the pick, every verified (count, candidate), the candidates the pick was chosen
+    from (the leave-one-out estimate re-picks among them), and the speedup per computed-step count."""
+    num_steps = shape.num_steps
+    search = ScheduleSearch(shape.pieces, shape.targets, shape.cost_labels, max_order, num_steps)
+    fewest = len(shape.spans)  # each denoiser's first step is computed
+    speed = {k: block_speedup(num_steps, k, shape.num_blocks, fn + bn) for k in range(fewest, num_steps + 1)}
+
+    def verify(candidate: Candidate) -> float:
+        apply_cache_on_pipe(pipe, **candidate.options(fn, bn))
+        try:
+            candidate.psnrs = [psnr(ref, inputs.run(i)) for i, ref in enumerate(references)]
+        finally:
+            disable_cache(pipe)
+        return float(candidate.psnr)
+
+    verified: list[tuple[int, Candidate]] = []
+    if target_speedup is not None:
+        reaching = [k for k in speed if speed[k] >= target_speedup - 1e-9]
+        if not reaching:
+            raise ValueError(
+                f"target_speedup={target_speedup} is out of reach: with Fn_compute_blocks + "
+                f"Bn_compute_blocks = {fn + bn} of {shape.num_blocks} blocks, {num_steps} steps give at most "
+                f"{speed[fewest]:.2f}x"
+            )
+        computed = max(reaching)
+        top = search.candidates(computed)[:verify_runs]
+        bar.total = inputs.count + len(inputs) * len(top)
+        verified = [(computed, c) for c in top]
+        for c in top:
+            verify(c)
+        pool = top
+    else:
+        assert min_psnr is not None
+        # binary search on the number of computed steps: all of them is exact, so `high` always qualifies
+        low, high = fewest, num_steps
+        probes = math.ceil(math.log2(high - low + 1))
+        bar.total = inputs.count + len(inputs) * (probes + verify_runs - 1)
+        while low < high:
+            mid = (low + high) // 2
+            c = search.candidates(mid)[0]
+            verified.append((mid, c))
+            if verify(c) >= min_psnr:
+                high = mid
+            else:
+                low = mid + 1
+        computed = low
+        if computed < num_steps:
+            done = {(c.steps, c.forecaster) for k, c in verified if k == computed}
+            more = [c for c in search.candidates(computed) if (c.steps, c.forecaster) not in done]
+            for c in more[: verify_runs - len(done)]:
+                verify(c)
+                verified.append((computed, c))
+        pool = [c for k, c in verified if k == computed and c.psnr is not None and c.psnr >= min_psnr]
+        bar.total = inputs.count
+    if computed == num_steps:
+        chosen = Candidate(tuple(range(num_steps)), 0, "every step", 0.0, [MAX_PSNR] * len(inputs))
+        return computed, chosen, verified, [], speed
+    chosen = pool[pick_robust([c.psnrs for c in pool], worst_margin)]
+    return computed, chosen, verified, pool, speed
+
+
+def _print_report(
+    result: CalibratedOptions,
+    shape: Layout,
+    goal: str,
+    denoisers: dict[str, Any],
+    chosen: Candidate,
+    seconds: float,
+) -> None:
+    n = result.inputs
+    print(
+        f"cache-dit calibrate ({goal}, {shape.num_steps} steps, {shape.num_blocks} blocks of "
+        f"{' + '.join(type(module).__name__ for module in denoisers.values())}, {n} input{'s' if n > 1 else ''}):"
+    )
+    if shape.skipped:
+        print(shape.skipped)
+    per_input = "".join(f" {f'in{i}':>7}" for i in range(n)) if n > 1 else ""
+    worst = f" {'worst':>7}" if n > 1 else ""
+    print(
+        f"  {'computed':>8} {'speedup':>8} {'order':>8} {'predicted':>10} {'PSNR dB':>8}{worst}{per_input}  source: steps"
+    )
+    for row in result.table:
+        mean = "-" if row["psnr"] is None else f"{row['psnr']:.2f}"
+        cells = ""
+        if n > 1:
+            low = "-" if row["psnr_worst"] is None else f"{row['psnr_worst']:.2f}"
+            cells = f" {low:>7}" + "".join(f" {s:>7.2f}" for s in row["psnrs"] or [math.nan] * n)
+        print(
+            f"{'*' if row['picked'] else ' '} {row['computed_steps']:>8} {row['speedup']:>7.2f}x {row['order']:>8} "
+            f"{row['predicted_error']:>10.4g} {mean:>8}{cells}  {row['source']}: {row['compute_steps']}"
+        )
+    worst_text = f" (worst input {result.psnr_worst:.2f})" if n > 1 else ""
+    print(
+        f"picked (*): {result.speedup:.2f}x, {result.psnr:.2f} dB{worst_text}, order {chosen.forecaster}, "
+        f"compute_steps={list(chosen.steps)} ({result.runs} pipeline runs, {seconds:.1f} s)"
+    )
+    if result.loo_psnr is not None:
+        held_out = ", ".join(f"{s:.2f}" for s in result.loo_psnrs or [])
+        print(
+            f"leave-one-out estimate for unseen inputs: {result.loo_psnr:.2f} dB (the rule re-run without each "
+            f"input, scored on it: {held_out})"
+        )
+
+
+def _check_number(name: str, value: Any, low: float, low_ok: bool) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise TypeError(f"{name} must be a number, got {type(value).__name__}: {value!r}")
+    if not math.isfinite(value) or value < low or (value == low and not low_ok):
+        raise ValueError(f"{name} must be finite and {'>=' if low_ok else '>'} {low}, got {value}")
+    return float(value)
+
+
+def _check_arguments(
+    call_kwargs: Any,
+    *,
+    target_speedup: Any,
+    min_psnr: Any,
+    max_order: Any,
+    fn: Any,
+    bn: Any,
+    verify_runs: Any,
+    cache_types: Any,
+    worst_margin: Any,
+) -> list[Mapping[str, Any]]:
+    """Raises on a bad argument (before any run); returns the inputs as a list of call-kwargs dicts."""
+    if (target_speedup is None) == (min_psnr is None):
+        raise ValueError("calibrate needs exactly one of target_speedup=... or min_psnr=...")
+    if target_speedup is not None:
+        _check_number("target_speedup", target_speedup, 1.0, low_ok=False)
+    if min_psnr is not None:
+        _check_number("min_psnr", min_psnr, 0.0, low_ok=False)
+    _check_number("worst_margin", worst_margin, 0.0, low_ok=True)
+    for name, value, low in (
+        ("max_order", max_order, 0),
+        ("Fn_compute_blocks", fn, 0),
+        ("Bn_compute_blocks", bn, 0),
+        ("verify_runs", verify_runs, 1),
+    ):
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise TypeError(f"{name} must be an int, got {type(value).__name__}: {value!r}")
+        if value < low:
+            raise ValueError(f"{name} must be >= {low}, got {value}")
+    if isinstance(cache_types, str) or not isinstance(cache_types, Sequence) or not cache_types:
+        raise TypeError(f"cache_types must be a non-empty list of 'residual' / 'output', got {cache_types!r}")
+    bad = [c for c in cache_types if c not in ("residual", "output")]
+    if bad or len(set(cache_types)) != len(cache_types):
+        raise ValueError(
+            f"cache_types={list(cache_types)!r}: allowed values 'residual' and 'output', each at most once"
+        )
+    if "output" in cache_types and (fn or bn) and len(cache_types) == 1:
+        raise ValueError(
+            "cache_types=['output'] forecasts the whole transformer output, which runs no block on a cached "
+            "step; it needs Fn_compute_blocks=0 and Bn_compute_blocks=0"
+        )
+    if isinstance(call_kwargs, Mapping):
+        return [call_kwargs]
+    if isinstance(call_kwargs, (str, bytes)) or not isinstance(call_kwargs, Sequence):
+        raise TypeError(
+            "call_kwargs must be a dict of the pipeline call's arguments or a list of them (one per input), got "
+            f"{type(call_kwargs).__name__}"
+        )
+    if not call_kwargs:
+        raise ValueError("call_kwargs is an empty list; give at least one input (a dict of call arguments)")
+    for i, kwargs in enumerate(call_kwargs):
+        if not isinstance(kwargs, Mapping):
+            raise TypeError(
+                f"call_kwargs[{i}] must be a dict of the pipeline call's arguments, got {type(kwargs).__name__}"
+            )
+    steps = {kwargs["num_inference_steps"] for kwargs in call_kwargs if "num_inference_steps" in kwargs}
+    if len(steps) > 1:
+        raise ValueError(
+            f"calibrate's inputs must share num_inference_steps (one schedule fits them all); got {sorted(steps)}"
+        )
+    return list(call_kwargs)
