@@ -81,10 +81,15 @@ def _kwargs(generator=None, **extra):
     return kwargs
 
 
-def _psnr(a: torch.Tensor, b: torch.Tensor) -> float:
-    """Mean PSNR over the samples of float images in [0, 1], as they are (what calibrate measures)."""
+def _sample_psnrs(a: torch.Tensor, b: torch.Tensor) -> list[float]:
+    """PSNR of each sample of float images in [0, 1], as they are (what calibrate measures)."""
     mse = ((a.double() - b.double()) ** 2).reshape(a.shape[0], -1).mean(1)
-    return float(np.mean([min(100.0, 10 * np.log10(1 / m)) if m > 0 else 100.0 for m in mse.tolist()]))
+    return [min(100.0, 10 * float(np.log10(1 / m))) if m > 0 else 100.0 for m in mse.tolist()]
+
+
+def _psnr(a: torch.Tensor, b: torch.Tensor) -> float:
+    """The mean over the samples (calibrate's `.psnr` on one input)."""
+    return float(np.mean(_sample_psnrs(a, b)))
 
 
 def test_target_speedup_gives_verified_options_and_leaves_the_pipeline_uncached(capsys):
@@ -276,66 +281,77 @@ def test_two_denoisers_share_one_schedule_with_each_first_step_computed(tmp_path
 # ----------------------------------------------------------------------------------------------------------
 
 
-def test_pick_robust_is_the_best_mean_among_those_near_the_best_worst_input():
+def test_pick_robust_is_the_best_mean_among_those_near_the_best_worst_sample():
     scores = [
         [46.0, 30.0],  # mean 38.00, worst 30.0
-        [38.0, 37.0],  # mean 37.50, worst 37.0 (the best worst input)
+        [38.0, 37.0],  # mean 37.50, worst 37.0 (the best worst sample)
         [37.0, 36.5],  # mean 36.75, worst 36.5
         [39.5, 36.0],  # mean 37.75, worst 36.0
     ]
     assert pick_robust(scores, worst_margin=1.0) == 3  # worst >= 36: candidates 1, 2, 3; best mean: 3
-    assert pick_robust(scores, worst_margin=0.0) == 1  # only the best worst input qualifies
+    assert pick_robust(scores, worst_margin=0.0) == 1  # only the best worst sample qualifies
     assert pick_robust(scores, worst_margin=10.0) == 0  # every candidate qualifies: the best mean
-    assert pick_robust([[30.0], [32.0], [31.0]], worst_margin=1.0) == 1  # one input: the best score
+    assert pick_robust([[30.0], [32.0], [31.0]], worst_margin=1.0) == 1  # one sample: the best score
     assert pick_robust([[35.0, 35.0], [35.0, 35.0]], worst_margin=1.0) == 0  # a tie: the better predicted
 
 
-def test_leave_one_out_re_picks_without_each_input():
+def test_leave_one_out_re_picks_without_each_sample():
     scores = [[40.0, 30.0, 35.0], [36.0, 36.0, 36.0], [38.0, 34.0, 39.0]]
-    # without input 0: worst 30 / 36 / 34 -> only candidate 1 within 1 dB of 36 -> its score on input 0: 36
-    # without input 1: worst 35 / 36 / 38, means 37.5 / 36 / 38.5 -> candidate 2 -> 34 on input 1
-    # without input 2: worst 30 / 36 / 34 -> candidate 1 -> 36 on input 2
+    # without sample 0: worst 30 / 36 / 34 -> only candidate 1 within 1 dB of 36 -> its score on sample 0: 36
+    # without sample 1: worst 35 / 36 / 38, means 37.5 / 36 / 38.5 -> candidate 2 -> 34 on sample 1
+    # without sample 2: worst 30 / 36 / 34 -> candidate 1 -> 36 on sample 2
     assert leave_one_out(scores, worst_margin=1.0) == [36.0, 34.0, 36.0]
-    assert leave_one_out([[40.0], [41.0]], worst_margin=1.0) is None  # one input: nothing to leave out
+    assert leave_one_out([[40.0], [41.0]], worst_margin=1.0) is None  # one sample: nothing to leave out
 
 
-def test_two_inputs_scored_per_input_with_a_leave_one_out_estimate(tmp_path, capsys):
+def test_two_inputs_scored_per_sample_with_a_leave_one_out_estimate(tmp_path, capsys):
+    """Input 0: a batch of 2 prompts with its own generator; input 1: one prompt at another size, no generator
+    (seeded 0 + 1). The rule and the leave-one-out estimate work on the 3 samples."""
     pipe = FLUX.build()
+    pe2, pooled2 = tiny.flux_prompt_embeds(batch=2, seed=2)
     pe, pooled = tiny.flux_prompt_embeds(seed=1)
     generator = torch.Generator().manual_seed(5)
     state = generator.get_state()
     size = FLUX.alt_size
-    other = dict(
-        prompt_embeds=pe, pooled_prompt_embeds=pooled, height=size, width=size, num_inference_steps=STEPS
-    )
-    inputs = [_kwargs(generator), {**other, "output_type": "pt"}]  # the second: no generator -> seed 0 + 1
+    inputs = [
+        {**_kwargs(generator), "prompt_embeds": pe2, "pooled_prompt_embeds": pooled2},
+        {**_kwargs(), "prompt_embeds": pe, "pooled_prompt_embeds": pooled, "height": size, "width": size},
+    ]
     path = tmp_path / "cal.json"
     options = cache_dit.calibrate(pipe, inputs, target_speedup=2.0, verify_runs=3, save_to=path)
     out = capsys.readouterr().out
     assert torch.equal(generator.get_state(), state)
     assert options.runs == 2 * (1 + 3) and options.inputs == 2 and options.speedup == 2.0
-    # the pick's per-input scores are the PSNRs its options give on each input's own noise
+    # the pick's scores are the PSNRs its options give on each sample of each input, with the input's own noise
+    seeds = (5, 1)
     references = [
-        pipe(**_kwargs(torch.Generator().manual_seed(5))).images,
-        pipe(**inputs[1], generator=torch.Generator().manual_seed(1)).images,
+        pipe(**{**k, "generator": torch.Generator().manual_seed(s)}).images for k, s in zip(inputs, seeds)
     ]
     cache_dit.apply_cache_on_pipe(pipe, **options)
     cached = [
-        pipe(**_kwargs(torch.Generator().manual_seed(5))).images,
-        pipe(**inputs[1], generator=torch.Generator().manual_seed(1)).images,
+        pipe(**{**k, "generator": torch.Generator().manual_seed(s)}).images for k, s in zip(inputs, seeds)
     ]
+    per_sample = [_sample_psnrs(references[i], cached[i]) for i in range(2)]
+    picked = next(row for row in options.table if row["picked"])
+    assert [len(p) for p in picked["sample_psnrs"]] == [2, 1]
     for i in range(2):
-        assert _psnr(references[i], cached[i]) == pytest.approx(options.psnrs[i], abs=1e-9)
-    assert options.psnr == pytest.approx(np.mean(options.psnrs)) and options.psnr_worst == min(options.psnrs)
-    # the pick is the rule's, and the leave-one-out estimate is the rule re-run on one input, scored on the other
-    rows = options.table
-    scores = [row["psnrs"] for row in rows]
-    assert [row["picked"] for row in rows] == [i == pick_robust(scores, 1.0) for i in range(len(rows))]
-    assert next(row for row in rows if row["picked"])["psnrs"] == options.psnrs
-    best_on_1, best_on_0 = int(np.argmax([s[1] for s in scores])), int(np.argmax([s[0] for s in scores]))
-    assert options.loo_psnrs == [scores[best_on_1][0], scores[best_on_0][1]]
-    assert options.loo_psnr == pytest.approx((scores[best_on_1][0] + scores[best_on_0][1]) / 2)
-    assert f"leave-one-out estimate for unseen inputs: {options.loo_psnr:.2f} dB" in out
+        assert picked["sample_psnrs"][i] == pytest.approx(per_sample[i], abs=1e-9)
+        assert options.psnrs[i] == pytest.approx(np.mean(per_sample[i]), abs=1e-9)
+    flat = per_sample[0] + per_sample[1]
+    assert options.psnr == pytest.approx(np.mean(flat), abs=1e-9)
+    assert options.psnr_worst == pytest.approx(min(flat), abs=1e-9)
+    # the pick is the rule's on every sample; the leave-one-out estimate re-runs the rule without each sample and
+    # scores the candidate it picks on that sample
+    scores = [[s for per_input in row["sample_psnrs"] for s in per_input] for row in options.table]
+    assert [row["picked"] for row in options.table] == [
+        c == pick_robust(scores, 1.0) for c in range(len(scores))
+    ]
+    by_hand = []
+    for k in range(3):
+        others = [[s for j, s in enumerate(row) if j != k] for row in scores]
+        by_hand.append(scores[pick_robust(others, 1.0)][k])
+    assert options.loo_psnrs == by_hand and options.loo_psnr == pytest.approx(np.mean(by_hand))
+    assert f"leave-one-out estimate for unseen samples: {options.loo_psnr:.2f} dB" in out
     entry = json.loads(path.read_text())[f"{options.model}@{STEPS}"]
     assert entry["psnrs"] == options.psnrs and entry["loo_psnr"] == options.loo_psnr and entry["inputs"] == 2
 

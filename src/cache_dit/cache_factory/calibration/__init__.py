@@ -11,10 +11,10 @@ arguments) or several (a list of them):
    the cache would make on the recorded values and sums the forecast error over the cached steps and the inputs.
    For order 1 the best schedule with K computed steps is found exactly by dynamic programming; uniform schedules
    are scored too, and every candidate with orders 0..max_order.
-3. `verify`: the best predicted candidates run cached on every input, scored by PSNR on the pipeline's float output
-   against that input's recorded run; the pick is `pick_robust`'s (the best mean PSNR among the candidates whose
-   worst input is within `worst_margin` dB of the best worst input), with a leave-one-out estimate
-   (`leave_one_out`) of what it gives on inputs it did not see.
+3. `verify`: the best predicted candidates run cached on every input, each sample scored by PSNR on the pipeline's
+   float output against that input's recorded run; the pick is `pick_robust`'s (the best mean PSNR among the
+   candidates whose worst sample is within `worst_margin` dB of the best worst sample), with a leave-one-out
+   estimate (`leave_one_out`) of what it gives on samples it did not see.
 4. `io`: the result as JSON keyed by transformer class and step count (`save_calibration`, `load_calibration`).
 
 Cost in pipeline runs, per input: target_speedup: 1 + verify_runs; min_psnr: 1 + one run per probed step budget

@@ -16,7 +16,7 @@ from ..apply import _denoisers_of, _runners_of, apply_cache_on_pipe, disable_cac
 from .io import CalibratedOptions, check_save_path, model_name, save_calibration
 from .record import Layout, layout, record
 from .search import Candidate, ScheduleSearch, block_speedup
-from .verify import MAX_PSNR, Inputs, leave_one_out, pick_robust, psnr
+from .verify import MAX_PSNR, Inputs, leave_one_out, pick_robust, sample_psnrs
 
 
 def calibrate(
@@ -40,9 +40,11 @@ def calibrate(
     fastest that keep `min_psnr` (dB against the uncached output), on the inputs `pipe(**call_kwargs)`.
 
     Quality is PSNR on the pipeline's float output (`output_type="pil"` or none becomes "np" for the runs), per
-    input the mean over its samples. With several inputs every candidate is scored on all of them and picked by
-    one rule (`pick_robust`): among the candidates whose worst input is within `worst_margin` dB of the best
-    worst input, the best mean PSNR. With one input that is simply the best PSNR.
+    sample (image or video) of every input. Every candidate is scored on every sample of every input and picked
+    by one rule (`pick_robust`): among the candidates whose worst sample is within `worst_margin` dB of the best
+    worst sample, the best mean PSNR over the samples. A call with a batch of 4 prompts counts as 4 samples; with
+    one sample in all the rule is simply the best PSNR. The worst sample, not the worst call, is the guard: a
+    schedule fitted to a batch's easy images shows there as one bad image.
 
     Args:
         pipe: an uncached diffusers pipeline (left as it was: uncached). With several denoisers (Wan 2.2's
@@ -57,7 +59,7 @@ def calibrate(
         target_speedup: wanted block-count speedup (> 1); the result reaches it (>=) as closely as the step count
             allows. Exactly one of target_speedup / min_psnr.
         min_psnr: wanted quality; the result is the fewest computed steps whose verified mean PSNR over the
-            inputs reaches it (the pick among them: the rule above, over those that reach it).
+            samples reaches it (the pick among them: the rule above, over those that reach it).
         max_order: highest TaylorSeer order tried (0 = plain reuse), default 2.
         Fn_compute_blocks / Bn_compute_blocks: blocks run on every step (default 0 / 0: a cached step runs none).
         verify_runs: candidates verified by cached runs, each on every input (default 8, >= 1).
@@ -66,16 +68,18 @@ def calibrate(
             `taylorseer_cache_type="output"`; only with Fn_compute_blocks = Bn_compute_blocks = 0, and only
             where the transformer returns one tensor). Default both: the verified runs pick.
         seed: the generator seed of inputs that have none (input i: seed + i).
-        worst_margin: dB; the rule's guard on the worst input (default 1.0; larger trusts the mean more).
+        worst_margin: dB; the rule's guard on the worst sample (default 1.0; larger trusts the mean more).
         save_to: a JSON file to store the result in, keyed by model class and step count (merged with what the
             file holds); checked before any run; read it back with `load_calibration`.
-        verbose: print the table of verified candidates (per-input PSNRs and the leave-one-out estimate).
+        verbose: print the table of verified candidates (per-input PSNRs, the worst sample, the leave-one-out
+            estimate).
         progress: a tqdm bar over the pipeline runs on stderr (default True; never where stderr is no terminal).
 
     Returns:
-        `CalibratedOptions`: the options dict, with `.speedup`, `.psnr` (mean over inputs), `.psnrs`,
-        `.psnr_worst`, `.loo_psnr` (for each input, the rule applied to the others' scores picks a candidate:
-        the mean of those picks' PSNRs on the inputs left out; None with one input), `.runs` and `.table`.
+        `CalibratedOptions`: the options dict, with `.speedup`, `.psnr` (mean over the samples), `.psnrs` (per
+        input), `.psnr_worst` (the worst sample), `.loo_psnr` (for each sample, the rule applied to the other
+        samples' scores picks a candidate: the mean of those picks' PSNRs on the samples left out; None with one
+        sample), `.runs` and `.table`.
     """
     inputs_given = _check_arguments(
         call_kwargs,
@@ -131,7 +135,7 @@ def calibrate(
             else:
                 pipe._progress_bar_config = pipe_bar
     computed, chosen, verified, pool, speed = found
-    loo = leave_one_out([c.psnrs for c in pool], worst_margin) if pool else None
+    loo = leave_one_out([c.scores for c in pool], worst_margin) if pool else None
     table = [
         {
             "computed_steps": k,
@@ -140,8 +144,9 @@ def calibrate(
             "source": c.source,
             "predicted_error": round(c.predicted, 6),
             "psnr": c.psnr,
-            "psnrs": list(c.psnrs) or None,
-            "psnr_worst": min(c.psnrs) if c.psnrs else None,
+            "psnrs": c.psnrs or None,
+            "psnr_worst": min(c.scores) if c.samples else None,
+            "sample_psnrs": c.samples or None,
             "picked": c is chosen,
             "compute_steps": list(c.steps),
         }
@@ -149,9 +154,9 @@ def calibrate(
     ]
     result = CalibratedOptions(chosen.options(fn, bn))
     result.speedup = speed[computed]
-    result.psnrs = list(chosen.psnrs)
-    result.psnr = float(np.mean(chosen.psnrs))
-    result.psnr_worst = float(min(chosen.psnrs))
+    result.psnrs = chosen.psnrs
+    result.psnr = float(np.mean(chosen.scores))
+    result.psnr_worst = float(min(chosen.scores))
     result.loo_psnrs = loo
     result.loo_psnr = None if loo is None else float(np.mean(loo))
     result.inputs = len(inputs)
@@ -191,7 +196,7 @@ def _search_and_verify(
     def verify(candidate: Candidate) -> float:
         apply_cache_on_pipe(pipe, **candidate.options(fn, bn))
         try:
-            candidate.psnrs = [psnr(ref, inputs.run(i)) for i, ref in enumerate(references)]
+            candidate.samples = [sample_psnrs(ref, inputs.run(i)) for i, ref in enumerate(references)]
         finally:
             disable_cache(pipe)
         return float(candidate.psnr)
@@ -236,9 +241,10 @@ def _search_and_verify(
         pool = [c for k, c in verified if k == computed and c.psnr is not None and c.psnr >= min_psnr]
         bar.total = inputs.count
     if computed == num_steps:
-        chosen = Candidate(tuple(range(num_steps)), 0, "every step", 0.0, [MAX_PSNR] * len(inputs))
+        every = [[MAX_PSNR] * len(reference) for reference in references]
+        chosen = Candidate(tuple(range(num_steps)), 0, "every step", 0.0, every)
         return computed, chosen, verified, [], speed
-    chosen = pool[pick_robust([c.psnrs for c in pool], worst_margin)]
+    chosen = pool[pick_robust([c.scores for c in pool], worst_margin)]
     return computed, chosen, verified, pool, speed
 
 
@@ -251,37 +257,38 @@ def _print_report(
     seconds: float,
 ) -> None:
     n = result.inputs
+    samples = sum(len(per_input) for per_input in chosen.samples)
     print(
         f"cache-dit calibrate ({goal}, {shape.num_steps} steps, {shape.num_blocks} blocks of "
-        f"{' + '.join(type(module).__name__ for module in denoisers.values())}, {n} input{'s' if n > 1 else ''}):"
+        f"{' + '.join(type(module).__name__ for module in denoisers.values())}, {n} input{'s' if n > 1 else ''}, "
+        f"{samples} sample{'s' if samples > 1 else ''}; PSNR: the mean over the samples, the worst sample"
+        f"{', each input' if n > 1 else ''}):"
     )
     if shape.skipped:
         print(shape.skipped)
     per_input = "".join(f" {f'in{i}':>7}" for i in range(n)) if n > 1 else ""
-    worst = f" {'worst':>7}" if n > 1 else ""
     print(
-        f"  {'computed':>8} {'speedup':>8} {'order':>8} {'predicted':>10} {'PSNR dB':>8}{worst}{per_input}  source: steps"
+        f"  {'computed':>8} {'speedup':>8} {'order':>8} {'predicted':>10} {'PSNR dB':>8} {'worst':>7}{per_input}"
+        "  source: steps"
     )
     for row in result.table:
-        mean = "-" if row["psnr"] is None else f"{row['psnr']:.2f}"
-        cells = ""
+        verified = row["psnr"] is not None
+        mean = f"{row['psnr']:.2f}" if verified else "-"
+        cells = f" {row['psnr_worst']:>7.2f}" if verified else f" {'-':>7}"
         if n > 1:
-            low = "-" if row["psnr_worst"] is None else f"{row['psnr_worst']:.2f}"
-            cells = f" {low:>7}" + "".join(f" {s:>7.2f}" for s in row["psnrs"] or [math.nan] * n)
+            cells += "".join(f" {s:>7.2f}" for s in row["psnrs"]) if verified else f" {'-':>7}" * n
         print(
             f"{'*' if row['picked'] else ' '} {row['computed_steps']:>8} {row['speedup']:>7.2f}x {row['order']:>8} "
             f"{row['predicted_error']:>10.4g} {mean:>8}{cells}  {row['source']}: {row['compute_steps']}"
         )
-    worst_text = f" (worst input {result.psnr_worst:.2f})" if n > 1 else ""
     print(
-        f"picked (*): {result.speedup:.2f}x, {result.psnr:.2f} dB{worst_text}, order {chosen.forecaster}, "
-        f"compute_steps={list(chosen.steps)} ({result.runs} pipeline runs, {seconds:.1f} s)"
+        f"picked (*): {result.speedup:.2f}x, {result.psnr:.2f} dB (worst sample {result.psnr_worst:.2f}), order "
+        f"{chosen.forecaster}, compute_steps={list(chosen.steps)} ({result.runs} pipeline runs, {seconds:.1f} s)"
     )
     if result.loo_psnr is not None:
-        held_out = ", ".join(f"{s:.2f}" for s in result.loo_psnrs or [])
         print(
-            f"leave-one-out estimate for unseen inputs: {result.loo_psnr:.2f} dB (the rule re-run without each "
-            f"input, scored on it: {held_out})"
+            f"leave-one-out estimate for unseen samples: {result.loo_psnr:.2f} dB (each sample left out in turn, "
+            f"the rule re-run on the others, scored on it; worst {min(result.loo_psnrs or [math.nan]):.2f})"
         )
 
 

@@ -17,11 +17,11 @@ from ..apply import _denoisers_of
 
 class CalibratedOptions(dict):
     """The options dict `calibrate` returns (pass it as `apply_cache_on_pipe(pipe, **options)`), with what the
-    calibration measured: `speedup` (block count), `psnr` (dB, the mean over the calibration inputs of each
-    input's PSNR on the pipeline's float output), `psnrs` (per input), `psnr_worst` (their minimum),
-    `loo_psnr` (leave-one-out estimate for unseen inputs; None with one input), `loo_psnrs` (per left-out input),
-    `inputs` (how many), `num_inference_steps`, `model` (transformer classes), `runs` (pipeline runs spent) and
-    `table` (the rows printed: every verified candidate, with its per-input PSNRs)."""
+    calibration measured: `speedup` (block count), `psnr` (dB, on the pipeline's float output: the mean over every
+    sample of every calibration input), `psnrs` (per input, the mean over its samples), `psnr_worst` (the worst
+    sample), `loo_psnr` (leave-one-out estimate for unseen samples; None with one sample), `loo_psnrs` (per
+    sample left out), `inputs` (how many), `num_inference_steps`, `model` (transformer classes), `runs` (pipeline
+    runs spent) and `table` (the rows printed: every verified candidate, with its PSNRs per input and sample)."""
 
     speedup: float
     psnr: float

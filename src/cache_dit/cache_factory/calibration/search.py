@@ -28,7 +28,7 @@ class Candidate:
     order: int
     source: str  # how the schedule was found
     predicted: float = math.inf
-    psnrs: list[float] = field(default_factory=list)  # per calibration input, once verified
+    samples: list[list[float]] = field(default_factory=list)  # once verified: per input, each sample's PSNR
     mix: bool = False  # TaylorSeer mix_orders
     target: str = "residual"  # what is forecast: the middle's residual, or the transformer's output
 
@@ -37,9 +37,19 @@ class Candidate:
         return f"{self.order}{' mix' if self.mix else ''}{' output' if self.target == 'output' else ''}"
 
     @property
+    def scores(self) -> list[float]:
+        """Every sample's PSNR, input after input: what the selection rule compares."""
+        return [score for per_input in self.samples for score in per_input]
+
+    @property
+    def psnrs(self) -> list[float]:
+        """Per input, the mean PSNR over its samples."""
+        return [float(np.mean(per_input)) for per_input in self.samples]
+
+    @property
     def psnr(self) -> float | None:
-        """The mean PSNR over the inputs (None before verification)."""
-        return float(np.mean(self.psnrs)) if self.psnrs else None
+        """The mean PSNR over every sample of every input (None before verification)."""
+        return float(np.mean(self.scores)) if self.samples else None
 
     def options(self, fn: int, bn: int) -> dict[str, Any]:
         """The `apply_cache_on_pipe` options that run this candidate."""

@@ -1,8 +1,9 @@
 """The calibration inputs and how a candidate is judged on them.
 
 `Inputs` runs the pipeline on each input with the same noise every time (and leaves the caller's generators as
-they were); `psnr` scores a run against the input's recorded uncached run on the pipeline's float output;
-`pick_robust` is the selection rule and `leave_one_out` its estimate for inputs it did not see.
+they were); `sample_psnrs` scores each sample of a run against the input's recorded uncached run on the pipeline's
+float output; `pick_robust` is the selection rule over those scores and `leave_one_out` its estimate for samples it
+did not see.
 """
 
 from __future__ import annotations
@@ -19,9 +20,9 @@ MAX_PSNR = 100.0  # identical outputs count as this many dB
 
 
 def pick_robust(scores: Sequence[Sequence[float]], worst_margin: float) -> int:
-    """The selection rule: `scores[c][i]` is candidate c's PSNR on input i. Among the candidates whose worst input
-    is within `worst_margin` dB of the best worst input, the one with the best mean; ties go to the earlier
-    candidate (the better predicted). With one input this is the best score."""
+    """The selection rule: `scores[c][i]` is candidate c's PSNR on sample i. Among the candidates whose worst sample
+    is within `worst_margin` dB of the best worst sample, the one with the best mean; ties go to the earlier
+    candidate (the better predicted). With one sample this is the best score."""
     if not scores:
         raise ValueError("pick_robust needs at least one candidate")
     worst = [min(row) for row in scores]
@@ -31,9 +32,9 @@ def pick_robust(scores: Sequence[Sequence[float]], worst_margin: float) -> int:
 
 
 def leave_one_out(scores: Sequence[Sequence[float]], worst_margin: float) -> list[float] | None:
-    """For each input i: the rule applied to the other inputs' scores picks a candidate; its score on input i.
-    The mean of these estimates what the pick gives on an input it was not chosen on (optimistic where the
-    candidates themselves were proposed by a cost model fitted on every input). None with fewer than 2 inputs."""
+    """For each sample i: the rule applied to the other samples' scores picks a candidate; its score on sample i.
+    The mean of these estimates what the pick gives on a sample it was not chosen on (optimistic where the
+    candidates themselves were proposed by a cost model fitted on every sample). None with fewer than 2 samples."""
     count = len(scores[0]) if scores else 0
     if count < 2:
         return None
@@ -72,15 +73,15 @@ def data_range(reference: np.ndarray) -> float:
     return max(high - low, 1e-12)
 
 
-def psnr(reference: np.ndarray, test: np.ndarray) -> float:
-    """Mean PSNR (dB) over the samples (first axis) of `test` against `reference`, on the float values as they
-    are (no 8-bit rounding), identical samples counting as MAX_PSNR."""
+def sample_psnrs(reference: np.ndarray, test: np.ndarray) -> list[float]:
+    """PSNR (dB) of each sample (first axis) of `test` against `reference`, on the float values as they are (no
+    8-bit rounding), identical samples counting as MAX_PSNR."""
     value_range = data_range(reference)
-    values = []
     with np.errstate(divide="ignore"):
-        for ref, out in zip(reference, test):
-            values.append(min(MAX_PSNR, float(peak_signal_noise_ratio(ref, out, data_range=value_range))))
-    return float(np.mean(values))
+        return [
+            min(MAX_PSNR, float(peak_signal_noise_ratio(ref, out, data_range=value_range)))
+            for ref, out in zip(reference, test)
+        ]
 
 
 def _float_output_kwargs(pipe: Any, kwargs: dict[str, Any]) -> dict[str, Any]:
