@@ -1,0 +1,229 @@
+"""bench/gpu_bench.py: the `--tiny` smoke run (the GPU run's code path on the CPU) and its parts.
+
+The smoke run's timings are noise on a shared CPU and are not asserted; its structure is: every phase and mode,
+the block-count bounds (exact: they follow from the schedules and the cache's stats), the host syncs per step,
+and a RESULTS.md section that replaces its old self and leaves the other sections alone.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+ROOT = Path(__file__).resolve().parents[2]
+SCRIPT = ROOT / "bench" / "gpu_bench.py"
+
+
+def _load_bench():
+    spec = importlib.util.spec_from_file_location("gpu_bench", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up there
+    spec.loader.exec_module(module)
+    return module
+
+
+gb = _load_bench()
+
+MODES = ["none", "thr0", "fixed2x", "fixed2x-out", "fixed4x", "fixed4x-out", "F8B0", "DBPrune"]
+HEADER = (
+    "| mode | ms/step (min-max) | speedup | bound | realized/bound | cached steps | peak GiB | extra MiB "
+    "| held MiB | syncs/step | rounds |"
+)
+OTHER = "<!-- other:start -->\n## Another bench\n\nkeep me | 1 | 2\n<!-- other:end -->"
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[dict, str, subprocess.CompletedProcess]:
+    tmp = tmp_path_factory.mktemp("gpu_bench")
+    results = tmp / "RESULTS.md"
+    results.write_text(f"# Benchmark results\n\n{OTHER}\n\n{gb.START}\nold numbers\n{gb.END}\n\ntail line\n")
+    out = tmp / "r.json"
+    proc = subprocess.run(
+        [sys.executable, str(SCRIPT), "--tiny", "--out", str(results), "--json", str(out)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return json.loads(out.read_text()), results.read_text(), proc
+
+
+def test_tiny_run_writes_its_section_only(tiny_run) -> None:
+    _, text, proc = tiny_run
+    assert text.startswith(f"# Benchmark results\n\n{OTHER}\n\n{gb.START}\n## GPU timing: CPU (")
+    assert text.endswith(f"{gb.END}\n\ntail line\n")
+    assert text.count(gb.START) == 1 and text.count(gb.END) == 1 and "old numbers" not in text
+    section = text.split(gb.START)[1].split(gb.END)[0]
+    assert "(tiny smoke run)" in section and "IN PROGRESS" not in section
+    assert section.count(HEADER) == 4  # FLUX and Wan, eager and regional
+    for key in MODES:  # one row per mode and phase, each measured
+        rows = [line for line in section.splitlines() if line.startswith(f"| {key}: ")]
+        assert len(rows) == 4 and all("skipped" not in r and "error" not in r for r in rows), rows
+    assert section in proc.stdout  # the final section is printed too
+
+
+def test_tiny_run_phases_modes_and_exact_bounds(tiny_run) -> None:
+    data, _, _ = tiny_run
+    assert data["tiny"] is True and data["final"] is True
+    assert [(p["model"], p["variant"]) for p in data["phases"]] == [
+        ("flux", "eager"),
+        ("flux", "regional"),
+        ("wan", "eager"),
+        ("wan", "regional"),
+    ]
+    for phase in data["phases"]:
+        steps, blocks = phase["steps"], phase["blocks"]
+        assert (steps, blocks) == (6, 12)
+        assert (phase["compile_s"] is not None) == (phase["variant"] == "regional")
+        modes = phase["modes"]
+        assert list(modes) == MODES
+        total = steps * blocks
+        for key, m in modes.items():
+            assert m["status"] == "ok", (key, m["status"])
+            assert len(m["loop_s"]) == 2 and m["ms_per_step"] > 0 and m["speedup"] > 0
+            assert m["total_blocks"] == total
+        assert modes["none"]["bound"] == modes["thr0"]["bound"] == 1.0
+        assert modes["thr0"]["cached_steps"] == []
+        for interval in (2, 4):
+            schedule = gb.uniform_schedule(steps, warmup_steps=1, interval=interval)
+            for key in (f"fixed{interval}x", f"fixed{interval}x-out"):
+                assert modes[key]["cached_steps"] == [s for s in range(steps) if s not in schedule]
+                # Fn = Bn = 0: a cached step runs no block
+                assert modes[key]["computed_blocks"] == len(schedule) * blocks
+                assert modes[key]["bound"] == steps / len(schedule)  # 6 steps: 2.0 and 3.0
+        assert modes["fixed2x"]["bound"] == 2.0 and modes["fixed4x"]["bound"] == 3.0
+        f8 = modes["F8B0"]
+        assert f8["cached_steps"] and min(f8["cached_steps"]) >= 2  # warmup 2
+        assert f8["computed_blocks"] == total - len(f8["cached_steps"]) * (blocks - 8)
+        assert f8["bound"] == total / f8["computed_blocks"]
+        prune = modes["DBPrune"]
+        assert 0 < total - prune["computed_blocks"] <= (steps - 2) * (blocks - 4)  # F2B2, warmup 2
+        assert prune["bound"] == total / prune["computed_blocks"]
+
+
+def test_tiny_run_host_syncs_per_step(tiny_run) -> None:
+    """Counted in the eager phases (CPU: a TorchFunctionMode; not around compiled blocks)."""
+    data, _, _ = tiny_run
+    for phase in data["phases"]:
+        modes = phase["modes"]
+        if phase["variant"] == "regional":
+            assert all(m["syncs"] is None for m in modes.values())
+            continue
+        steps = phase["steps"]
+        assert all(m["calls"] == steps for m in modes.values())
+        for key in ("none", "fixed2x", "fixed2x-out", "fixed4x", "fixed4x-out"):
+            assert modes[key]["syncs"] == 0, (phase["model"], key, modes[key]["sync_sites"])
+        for key in ("thr0", "F8B0"):  # the threshold gate: one per step at most (none before a residual)
+            assert modes[key]["max_syncs_per_call"] == 1 and modes[key]["syncs"] <= steps - 1
+        # DBPrune: one per prunable block (F2B2 of 12: 8) and step from warm-up step 2 on
+        assert modes["DBPrune"]["syncs"] == 8 * (steps - 2)
+        assert modes["DBPrune"]["max_syncs_per_call"] == 8
+
+
+def test_cuda_without_a_gpu_fails_with_one_line() -> None:
+    if torch.cuda.is_available():
+        pytest.skip("a GPU is present")
+    proc = subprocess.run(
+        [sys.executable, str(SCRIPT)], cwd=ROOT, capture_output=True, text=True, timeout=300
+    )
+    assert proc.returncode == 2
+    assert proc.stderr.count("\n") == 1 and proc.stderr.startswith(
+        "gpu_bench: --device cuda, but no CUDA GPU"
+    )
+    assert proc.stdout == ""
+
+
+def test_bad_options_exit_2() -> None:
+    with pytest.raises(SystemExit) as exc:
+        gb.parse_args(["--tiny", "--models", "flux,sd3"])
+    assert exc.value.code == 2
+    with pytest.raises(SystemExit) as exc:
+        gb.parse_args(["--tiny", "--modes", "F8B0"])  # no uncached loop to compare with
+    assert exc.value.code == 2
+
+
+def test_real_configs_build_on_meta_at_their_published_sizes() -> None:
+    """FLUX.1-dev 11.9B, Wan 2.1 1.3B and 14B parameters; no memory is taken (meta)."""
+    expected = {"flux": 11_901_408_320, "1.3b": 1_418_996_800, "14b": 14_288_491_584}
+    for key, spec in (
+        ("flux", gb.flux_spec(False)),
+        ("1.3b", gb.wan_spec("1.3b")),
+        ("14b", gb.wan_spec("14b")),
+    ):
+        model = gb.build_on_meta(spec)
+        assert sum(p.numel() for p in model.parameters()) == expected[key]
+        assert all(p.is_meta for p in model.parameters())
+        assert all(not b.is_meta for b in model.buffers())  # Wan's rotary tables are real
+    flux, wan = gb.flux_spec(False), gb.wan_spec("1.3b")
+    assert (flux.tokens, flux.num_blocks, flux.steps) == (4096, 57, 28)
+    assert (wan.tokens, wan.num_blocks, wan.steps) == (21 * 30 * 52, 30, 50)
+
+
+def test_materialize_from_meta_matches_a_cpu_build() -> None:
+    """to_empty + init: no meta tensor left, buffers equal to a CPU build's, dtypes as from_pretrained loads."""
+    spec = gb.wan_spec("tiny")
+    model = gb.materialize(gb.build_on_meta(spec), torch.device("cpu"), torch.bfloat16)
+    reference = spec.cls(**spec.config)
+    assert not any(t.is_meta for t in [*model.parameters(), *model.buffers()])
+    for (name, b), (ref_name, ref) in zip(model.named_buffers(), reference.named_buffers()):
+        assert name == ref_name and torch.equal(b, ref)
+    keep = set(spec.cls._keep_in_fp32_modules)
+    for name, p in model.named_parameters():
+        kept = bool(keep & set(name.split(".")))
+        assert p.dtype == (torch.float32 if kept else torch.bfloat16), name
+        if p.ndim >= 2:
+            assert p.float().std() > 0
+        elif name.endswith("bias"):
+            assert torch.count_nonzero(p) == 0
+        else:
+            assert torch.all(p == 1)
+    assert any(p.dtype == torch.float32 for p in model.parameters())
+
+
+def test_flux_helpers_match_flux_pipeline() -> None:
+    from diffusers import FluxPipeline
+
+    ids = gb.flux_image_ids(3, 5, torch.device("cpu"), torch.float32)
+    assert torch.equal(
+        ids, FluxPipeline._prepare_latent_image_ids(1, 3, 5, torch.device("cpu"), torch.float32)
+    )
+    x = torch.randn(2, 4, 6, 10)
+    assert torch.equal(gb.flux_pack(x), FluxPipeline._pack_latents(x, 2, 4, 6, 10))
+
+
+def test_sync_counter_counts_host_reads_only() -> None:
+    counter = gb.SyncCounter()
+    t = torch.tensor([1.0, -2.0, 3.0])
+    with counter.counting():
+        s = t.sum()  # not counted: device ops
+        t.abs().mean()
+        t.to(t.device)
+        s.item()
+        bool(s > 0)
+        float(s)
+        int(s)
+        t.tolist()
+        t.cpu()
+        t.nonzero()
+        torch.equal(t, t)
+        t[t > 0]
+        torch.where(t > 0)
+        f"{s:.1f}"
+    with counter.counting():
+        t * 2
+    assert counter.per_call == [11, 0]
+    assert counter.sites["item at tests/bench/test_gpu_bench.py:" + str(_line_of("s.item()"))] == 1
+    with pytest.raises(ValueError, match="'function' or 'cuda'"):
+        gb.SyncCounter("nvtx")
+
+
+def _line_of(snippet: str) -> int:
+    lines = Path(__file__).read_text().splitlines()
+    return next(i for i, line in enumerate(lines, 1) if line.strip() == snippet)
