@@ -37,7 +37,8 @@ class BranchStats:
             name=branch.name,
             num_steps=branch.calls,
             cached_steps=list(branch.cached_steps),
-            residual_diffs=dict(branch.residual_diffs),
+            # a diff no decision needed may be kept as a 0-dim device tensor (no sync per step): read here
+            residual_diffs={step: float(diff) for step, diff in branch.residual_diffs.items()},
             pruned_blocks=list(branch.pruned_blocks),
             actual_blocks=list(branch.actual_blocks),
             pruned_steps=branch.pruned_steps,
