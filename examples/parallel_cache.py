@@ -1,7 +1,7 @@
 """A cached pipeline under context parallelism: every rank shards the sequence and takes the same decisions.
 
     torchrun --nproc_per_node=2 examples/parallel_cache.py --tiny             # CPU (gloo), tiny FLUX, seconds
-    torchrun --nproc_per_node=4 examples/parallel_cache.py --model black-forest-labs/FLUX.1-dev   # GPUs (nccl)
+    torchrun --nproc_per_node=4 examples/parallel_cache.py --model-path black-forest-labs/FLUX.1-dev  # GPUs (nccl)
 
 diffusers' Ulysses context parallelism (`transformer.enable_parallelism`) splits the sequence over the ranks;
 the cache finds that group by itself and reduces each decision's statistics over it (one all-reduce of two
@@ -21,6 +21,8 @@ import torch
 import torch.distributed as dist
 
 import cache_dit
+from cache_dit.cache_factory import build_config
+from cache_dit.cli_common import UsageError, build_parser, cache_options
 from cache_dit.parallel import enable_context_parallel
 
 # FBCache-style DBCache on the tiny FLUX (2 dual + 4 single blocks): the decision after block 0, every step after
@@ -35,7 +37,7 @@ TINY_OPTIONS: dict[str, Any] = {
 TINY_STEPS = 8
 
 
-def tiny_pipe_and_call() -> tuple[Any, Any]:
+def tiny_pipe_and_call(seed: int = 0) -> tuple[Any, Any]:
     from cache_dit.testing.tiny import flux_prompt_embeds, tiny_flux_pipeline
 
     pipe = tiny_flux_pipeline()
@@ -49,14 +51,14 @@ def tiny_pipe_and_call() -> tuple[Any, Any]:
             height=32,
             width=32,
             num_inference_steps=steps,
-            generator=torch.Generator().manual_seed(0),
+            generator=torch.Generator().manual_seed(seed),
             output_type="pt",
         ).images
 
     return pipe, call
 
 
-def real_pipe_and_call(model: str, prompt: str, device: torch.device) -> tuple[Any, Any]:
+def real_pipe_and_call(model: str, prompt: str, device: torch.device, seed: int = 0) -> tuple[Any, Any]:
     from diffusers import FluxPipeline
 
     pipe = FluxPipeline.from_pretrained(model, torch_dtype=torch.bfloat16).to(device)
@@ -66,23 +68,56 @@ def real_pipe_and_call(model: str, prompt: str, device: torch.device) -> tuple[A
         return pipe(
             prompt,
             num_inference_steps=steps,
-            generator=torch.Generator("cpu").manual_seed(0),  # same noise on every rank
+            generator=torch.Generator("cpu").manual_seed(seed),  # same noise on every rank
             output_type="pt",
         ).images
 
     return pipe, call
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+ONLY = {  # the shared flags this script uses (the others: see cache-dit-generate)
+    "model_path", "tiny", "prompt", "steps", "seed", "cache", "Fn", "Bn", "rdt", "warmup_steps",
+    "max_cached_steps", "max_continuous_cached_steps", "taylorseer", "order",
+}  # fmt: skip
+TORCHRUN_VARS = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT")
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = build_parser(
+        "parallel_cache.py",
+        "A cached FLUX pipeline under context parallelism (run it under torchrun).",
+        default_model="black-forest-labs/FLUX.1-dev",
+        tiny_cases=("flux",),
+        only=ONLY,
     )
-    parser.add_argument("--tiny", action="store_true", help="tiny random FLUX on CPU (no weights needed)")
-    parser.add_argument("--model", default="black-forest-labs/FLUX.1-dev")
-    parser.add_argument("--prompt", default="A cat holding a sign that says hello world")
-    parser.add_argument("--steps", type=int, default=None, help=f"default: {TINY_STEPS} (--tiny) or 28")
-    parser.add_argument("--threshold", type=float, default=None, help="residual_diff_threshold")
-    args = parser.parse_args()
+    return parser.parse_args(argv)
+
+
+def options_from(args: argparse.Namespace) -> dict[str, Any]:
+    """The cache options: TINY_OPTIONS (--tiny) or DBCache's defaults, with the cache flags given on top."""
+    base = dict(TINY_OPTIONS) if args.tiny else {"cache_type": "DBCache"}
+    flags = cache_options(args)
+    if args.cache is None:
+        flags.pop("cache_type")
+    return {**base, **flags}
+
+
+def main() -> None:
+    args = parse_args()
+    missing = [name for name in TORCHRUN_VARS if name not in os.environ]
+    if missing:
+        print(
+            f"parallel_cache.py: error: run it under torchrun (no {', '.join(missing)} in the environment), "
+            "e.g. torchrun --nproc_per_node=2 examples/parallel_cache.py --tiny",
+            file=sys.stderr,
+        )
+        sys.exit(2)
+    try:
+        options = options_from(args)
+        build_config(**options)
+    except (UsageError, TypeError, ValueError) as error:
+        print(f"parallel_cache.py: error: {error}", file=sys.stderr)
+        sys.exit(2)
 
     use_cuda = torch.cuda.is_available() and not args.tiny
     dist.init_process_group("nccl" if use_cuda else "gloo")
@@ -95,13 +130,12 @@ def main() -> None:
         device = torch.device("cpu")
 
     if args.tiny:
-        pipe, call = tiny_pipe_and_call()
-        options, steps = dict(TINY_OPTIONS), args.steps or TINY_STEPS
+        pipe, call = tiny_pipe_and_call(args.seed)
+        steps = args.steps or TINY_STEPS
     else:
-        pipe, call = real_pipe_and_call(args.model, args.prompt, device)
-        options, steps = cache_dit.CacheType.default_options("DBCache"), args.steps or 28
-    if args.threshold is not None:
-        options["residual_diff_threshold"] = args.threshold
+        prompt = args.prompt or "A cat holding a sign that says hello world"
+        pipe, call = real_pipe_and_call(args.model_path, prompt, device, args.seed)
+        steps = args.steps or 28
 
     enable_context_parallel(pipe.transformer, ulysses_degree=world)  # shard the sequence over all ranks
 

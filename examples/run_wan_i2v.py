@@ -6,21 +6,20 @@ makes it FLF2V (use an FLF2V checkpoint).
 python examples/run_wan_i2v.py --model-path Wan-AI/Wan2.1-I2V-14B-480P-Diffusers --image first.png --compare
 python examples/run_wan_i2v.py --model-path Wan-AI/Wan2.1-FLF2V-14B-720P-diffusers --image first.png \
     --last-image last.png --height 720 --width 1280 --compare
-python examples/run_wan_i2v.py --tiny --compare                       # --tiny-case wan_flf2v for FLF2V
+python examples/run_wan_i2v.py --tiny --compare                       # --tiny wan_flf2v for FLF2V
 """
 
 from __future__ import annotations
 
-from common import Example, from_pretrained, load_image, main, tensor_frames, torch_dtype
+from common import Example, call_with, from_pretrained, load_image, main
 
 
-def add_arguments(parser):
-    parser.add_argument("--image", help="first frame (path or URL); required without --tiny")
-    parser.add_argument("--last-image", help="last frame (FLF2V checkpoints)")
-    parser.add_argument("--frames", type=int, default=81, help="number of frames (4k + 1)")
+def add_arguments(group):
+    group.add_argument("--image", help="first frame (path or URL); required without --tiny")
+    group.add_argument("--last-image", help="last frame (FLF2V checkpoints)")
 
 
-def load(args):
+def load(args, dtype):
     import torch
     from diffusers import AutoencoderKLWan, WanImageToVideoPipeline
     from transformers import CLIPVisionModel
@@ -30,40 +29,26 @@ def load(args):
     )
     vae = from_pretrained(AutoencoderKLWan, args.model_path, torch.float32, subfolder="vae")
     return from_pretrained(
-        WanImageToVideoPipeline, args.model_path, torch_dtype(args), vae=vae, image_encoder=image_encoder
-    ).to(args.device)
+        WanImageToVideoPipeline, args.model_path, dtype, vae=vae, image_encoder=image_encoder
+    )
 
 
-def generate(pipe, args, steps):
-    import torch
-
-    extra = {"last_image": load_image(args.last_image, "--last-image")} if args.last_image else {}
-    frames = pipe(
-        image=load_image(args.image, "--image"),
-        prompt=args.prompt,
-        negative_prompt=args.negative_prompt,
-        height=args.height,
-        width=args.width,
-        num_frames=args.frames,
-        num_inference_steps=steps,
-        guidance_scale=5.0,
-        generator=torch.Generator("cpu").manual_seed(args.seed),
-        output_type="pt",
-        **extra,
-    ).frames
-    return tensor_frames(frames)
+def call(args):
+    last = {"last_image": load_image(args.last_image, "--last-image")} if args.last_image else {}
+    keys = ("prompt", "negative_prompt", "height", "width", "num_frames", "guidance_scale")
+    return call_with(args, *keys, image=load_image(args.image, "--image"), **last)
 
 
 EXAMPLE = Example(
     name="wan_i2v",
     pipeline="WanImageToVideoPipeline",
     default_model="Wan-AI/Wan2.1-I2V-14B-480P-Diffusers",
-    kind="video",
     load=load,
-    generate=generate,
+    call=call,
     tiny_cases=("wan_i2v", "wan_flf2v"),
     add_arguments=add_arguments,
-    defaults={"steps": 40, "height": 480, "width": 832},
+    real_only=("image", "last_image"),
+    defaults={"steps": 40, "height": 480, "width": 832, "num_frames": 81, "guidance_scale": 5.0},
 )
 
 if __name__ == "__main__":
