@@ -39,12 +39,12 @@ def _runners_of(pipe: Any) -> list[CacheRunner]:
 
 
 @contextlib.contextmanager
-def _one_call(runners: list[CacheRunner]) -> Iterator[None]:
+def _one_call(runners: list[CacheRunner], what: str = "a pipeline call") -> Iterator[None]:
     """Fresh state in every runner for one pipeline call (or marked run); each begun one is ended."""
     begun: list[CacheRunner] = []
     try:
         for runner in runners:
-            runner.begin_pipeline_call()
+            runner.begin_pipeline_call(what)
             begun.append(runner)
         yield
     finally:
@@ -252,12 +252,13 @@ def denoising_run(pipe_or_transformer: Any) -> Iterator[None]:
     branches (pass `do_separate_classifier_free_guidance=False` to keep them in one). Without a cache applied it
     does nothing.
     """
+    _check_pipe_or_transformer(pipe_or_transformer, "denoising_run")
     if isinstance(pipe_or_transformer, torch.nn.Module):
         runner = get_runner(pipe_or_transformer)
         runners = [runner] if runner is not None else []
     else:
         runners = _runners_of(pipe_or_transformer)
-    with _one_call(runners):
+    with _one_call(runners, "a denoising run"):
         yield
 
 
@@ -297,10 +298,14 @@ def apply_cache_on_pipe(pipe: Any, *configs: OptionsObject, **options: Any) -> A
     denoisers = _denoisers_of(pipe)
     plan = _per_denoiser_options(denoisers, dict(options))
     # all validation happens here, before any change
-    runners = {
-        name: _build_runner(denoisers[name], opts) if opts is not None else None
-        for name, opts in plan.items()
-    }
+    runners = {}
+    for name, opts in plan.items():
+        try:
+            runners[name] = _build_runner(denoisers[name], opts) if opts is not None else None
+        except (ValueError, TypeError) as error:
+            if len(plan) == 1:
+                raise
+            raise type(error)(f"denoiser {name!r}: {error}") from error
     if all(r is None for r in runners.values()):
         disable_cache(pipe)
         return pipe
@@ -348,6 +353,14 @@ def summary(pipe_or_transformer: Any, denoiser: str = "transformer") -> CacheSta
     transformer = pipe_or_transformer
     if not isinstance(pipe_or_transformer, torch.nn.Module):
         transformer = getattr(pipe_or_transformer, denoiser, None)
+        if not isinstance(transformer, torch.nn.Module):
+            names = sorted(
+                name
+                for name, value in vars(pipe_or_transformer).items()
+                if isinstance(value, torch.nn.Module)
+                and ("transformer" in name or get_runner(value) is not None)
+            )
+            raise ValueError(f"summary: the pipeline has no denoiser {denoiser!r}; allowed: {names}")
     runner = get_runner(transformer)
     return runner.stats() if runner is not None else CacheStats()
 

@@ -54,11 +54,11 @@ class SegmentStore:
 @dataclass
 class OutputStore:
     """taylorseer_cache_type='output': the forecast of the transformer's output, and what a cached step must
-    match to be served from it (the latents' layout and the `return_dict` the output was made with)."""
+    match to be served from it (its tensor inputs' layouts and the `return_dict` the output was made with)."""
 
     seer: TaylorSeer
     template: Any = None  # the last computed output's structure (an empty tensor in its place; None: bare)
-    latents_layout: tuple[Any, ...] | None = None
+    inputs: tuple[Any, ...] | None = None  # the layouts of every tensor input of the call it was made from
     return_dict: Any = None
 
 
@@ -132,3 +132,39 @@ class CallState:
                 name, self.n_derivatives_hidden, self.n_derivatives_encoder, self.mix_orders
             )
         return self.branches[name]
+
+
+@dataclass
+class Pass:
+    """Scratch of one transformer call: its branch and step, what was decided, and the segment being run."""
+
+    branch: BranchState
+    step: int
+    cached: bool = False
+    first_hidden_in: torch.Tensor | None = None  # input of block 0 (of the last shape change within Fn)
+    fn_residual: torch.Tensor | None = None  # this step's first-Fn-blocks residual
+    # the middle segment being run: its first block, inputs, and whether it is served from the cache
+    seg_start: int | None = None
+    seg_from_cache: bool = False
+    seg_store: bool = False  # a computed step: store the segment's residual at its end
+    seg_carries_encoder: bool = True
+    seg_hidden_in: torch.Tensor | None = None
+    seg_encoder_in: torch.Tensor | None = None
+    last_hidden_out: torch.Tensor | None = None  # output of the last middle block run so far
+    last_encoder_out: torch.Tensor | None = None
+    # the tensor versions of those outputs when the block returned them (a model that adds side inputs in
+    # place, e.g. Chroma's ControlNet residuals, bumps them), and copies of them once that was seen
+    last_out_versions: tuple[int, int] = (-1, -1)
+    last_hidden_copy: torch.Tensor | None = None
+    last_encoder_copy: torch.Tensor | None = None
+    side_hidden: torch.Tensor | None = None  # what the model added between a segment's blocks (ControlNet)
+    side_encoder: torch.Tensor | None = None
+    encoder_layout: tuple[Any, ...] | None = None  # encoder stream entering the middle, at the decision
+    last_block: int = -1  # first pass: the last block id seen (blocks must run in the adapter's order)
+    replay: bool = False  # validate=True: the same inputs again, forced through the cached path
+    whole: bool = False  # taylorseer_cache_type='output': the blocks run plainly (the whole output is stored)
+    # DBPrune
+    prune_allowed: bool = False
+    prune_diffs: list[float] = field(default_factory=list)
+    pruned: int = 0
+    computed: int = 0

@@ -17,7 +17,8 @@ import torch
 
 import cache_dit
 from cache_dit.cache_factory import apply_cache_on_transformer
-from cache_dit.cache_factory.runner import _first_tensor, get_runner
+from cache_dit.cache_factory.policies.output import first_tensor as _first_tensor
+from cache_dit.cache_factory.runner import get_runner
 
 from .families import Family
 

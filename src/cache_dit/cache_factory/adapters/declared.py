@@ -72,9 +72,10 @@ def arg_spec(module: torch.nn.Module, name: str, what: str) -> ArgSpec:
 
 
 def timestep_spec(transformer: torch.nn.Module, name: str | None = None) -> ArgSpec | None:
-    """The transformer forward's timestep argument: `name`, else the first argument named like "timestep"."""
+    """The transformer forward's timestep argument: `name`, else the first named like "timestep", else "t"."""
     names, _ = forward_params(transformer)
-    name = name or next((n for n in names if "timestep" in n), None)
+    # "timestep(s)" anywhere in the name, else a parameter named just "t" (a common custom-DiT spelling)
+    name = name or next((n for n in names if "timestep" in n), None) or ("t" if "t" in names else None)
     return ArgSpec(name, names.index(name)) if name in names else None
 
 
