@@ -403,3 +403,30 @@ def test_calibrate_then_reuse_the_stored_options(tmp_path, capsys):
     assert np.array_equal(np.asarray(Image.open(first)), np.asarray(Image.open(second)))
     assert main([*argv[:4], "--calibration-file", str(store), "--steps", "6", "--out", str(second)]) == 2
     assert "holds no calibration for" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    "progress, terminal, shown",
+    [(None, True, True), (None, False, False), (False, True, False), (True, False, True)],
+)
+def test_fid_progress_bar_over_many_images(progress, terminal, shown, monkeypatch):
+    """FID over many images shows a bar on a terminal (progress=None), always (True) or never (False)."""
+    from cache_dit.metrics import FrechetInceptionDistance
+
+    class Stderr(io.StringIO):
+        def isatty(self):
+            return terminal
+
+    images = np.random.default_rng(0).integers(0, 256, (5, 16, 16, 3), dtype=np.uint8)
+    fid = FrechetInceptionDistance(
+        device="cpu", dims=64, batch_size=2, weights_path="random", progress=progress
+    )
+    stderr = Stderr()
+    monkeypatch.setattr(sys, "stderr", stderr)
+    fid.image_statistics(images, warn=False)
+    monkeypatch.undo()
+    assert ("FID features: 100%" in stderr.getvalue() and "5/5" in stderr.getvalue()) is shown, (
+        stderr.getvalue()
+    )
+    with pytest.raises(TypeError, match="progress must be None, True or False, got 'yes'"):
+        FrechetInceptionDistance(device="cpu", dims=64, weights_path="random", progress="yes")

@@ -277,6 +277,8 @@ class FrechetInceptionDistance:
         weights_path: the pytorch-fid Inception weights file; None looks in `$CACHE_DIT_INCEPTION_WEIGHTS`
             and torch's hub cache, then tries to download (see `find_inception_weights`). `"random"`:
             seeded random weights, meaningful only for tests.
+        progress: a progress bar over the images while their features are computed: None (default) on a
+            terminal only (so logs and pipes stay clean), True always, False never.
 
     Raises:
         MissingInceptionWeightsError: weights not found and not downloadable (raised here, before any
@@ -289,9 +291,13 @@ class FrechetInceptionDistance:
         dims: int = 2048,
         batch_size: int = 50,
         weights_path: PathLike | None = None,
+        progress: bool | None = None,
     ) -> None:
         if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
             raise ValueError(f"batch_size must be an int >= 1, got {batch_size!r}")
+        if progress is not None and not isinstance(progress, bool):
+            raise TypeError(f"progress must be None, True or False, got {progress!r}")
+        self.progress = progress
         self.device = _resolve_device(device)
         self.dims = dims
         self.batch_size = batch_size
@@ -320,8 +326,10 @@ class FrechetInceptionDistance:
         """
         moments = RunningMoments(self.dims)
         batch: list[np.ndarray] = []
-        # disable=None: a progress bar on a terminal only, so logs and pipes stay clean.
-        for image in tqdm(images, total=total, unit="image", desc="FID features", disable=None, leave=False):
+        disable = None if self.progress is None else not self.progress  # tqdm's None: on a terminal only
+        for image in tqdm(
+            images, total=total, unit="image", desc="FID features", disable=disable, leave=False
+        ):
             if batch and (len(batch) == self.batch_size or image.shape != batch[0].shape):
                 moments.update(self._features(batch))
                 batch = []
