@@ -812,14 +812,14 @@ class Bench:
         rate = self.rate or self.args.assumed_tflops * 1e12
         return spec.flops_per_call() / rate
 
-    def minimum(self, spec: ModelSpec, variants: list[str], built: bool) -> float:
-        """Seconds of the least worth running for a model: build + scout, and per variant compile + the
-        uncached and fixed-2x loops."""
+    def minimum(self, spec: ModelSpec, variant: str, first: bool) -> float:
+        """Seconds of the least worth running in one phase: its uncached and fixed-2x loops, after the compile
+        (regional) and, for a model's first phase, its build and scout loop."""
         step = self.step_estimate(spec)
-        cost = 0.0 if built else 5.0 + self.scout_steps(spec) * step
-        for variant in variants:
-            cost += (self.args.compile_estimate_s if variant == "regional" else 0.0) + 1.5 * spec.steps * step
-        return cost
+        cost = 5.0 + self.scout_steps(spec) * step if first else 0.0
+        if variant == "regional":
+            cost += self.args.compile_estimate_s
+        return cost + 1.5 * spec.steps * step
 
     def scout_steps(self, spec: ModelSpec) -> int:
         return min(spec.steps, spec.warmup + 12)
@@ -1043,9 +1043,20 @@ class Bench:
         release_cache(t)
         result.status = "ok"
 
-    def run_model(self, spec: ModelSpec, variants: list[str], reserve: Callable[[], float]) -> None:
-        """Build, scout, then each variant's rounds while they fit the budget (less `reserve()` for later)."""
+    def run_model(
+        self, spec: ModelSpec, variants: list[str], reserve_for: Callable[[str], Callable[[], float]]
+    ) -> None:
+        """Build, scout, then each variant's rounds while they fit the budget less what `reserve_for(variant)()`
+        keeps for the later phases."""
         a = self.args
+        need = 5.0 + self.scout_steps(spec) * self.step_estimate(spec)
+        if self.left() - reserve_for(variants[0])() < need:
+            self.notes.append(
+                f"{spec.label}: skipped (budget: its build and scout loop ~{need:.0f} s did not fit)."
+            )
+            self.log(f"{spec.label}: skipped (budget)")
+            self.write()
+            return
         self.log(f"{spec.label}: building on meta, materialising on {self.device} ({spec.shape_note})")
         try:
             model = build_on_meta(spec)
@@ -1080,6 +1091,7 @@ class Bench:
             )
             self.phases.append(phase)
             step_s = scout["step_s"]
+            reserve = reserve_for(variant)
             if variant == "regional":
                 need = a.compile_estimate_s + spec.steps * step_s
                 if self.left() - reserve() < need:
@@ -1156,14 +1168,14 @@ class Bench:
 
 
 def choose_wan_size(bench: Bench, args: argparse.Namespace, variants: list[str]) -> tuple[str, str]:
-    """`--wan-size auto`: the 14B shape when its minimum (build, scout, uncached + fixed-2x loops per variant)
-    fits in the budget left and its weights fit in memory; else 1.3B. Returns (size, why)."""
+    """`--wan-size auto`: the 14B shape when its minimum (build, scout, the uncached and fixed-2x loops of the
+    first variant) fits in the budget left and its weights fit in memory; else 1.3B. Returns (size, why)."""
     if args.tiny:
         return "tiny", "tiny config"
     if args.wan_size != "auto":
         return args.wan_size, "given by --wan-size"
     big = wan_spec("14b")
-    need = bench.minimum(big, variants, built=False)
+    need = bench.minimum(big, variants[0], first=True)
     nbytes = param_bytes(build_on_meta(big), bench.dtype)
     free = torch.cuda.mem_get_info(bench.device)[0] if bench.cuda else 0
     fits_memory = nbytes * 1.3 < free
@@ -1188,7 +1200,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--modes", default=",".join(MODE_KEYS), help=f"comma list of {', '.join(MODE_KEYS)}")
     p.add_argument("--wan-size", default="auto", help="auto (default), 14b or 1.3b")
     p.add_argument(
-        "--repeats", type=int, default=None, help="rounds per variant (3; tiny: 2; the budget may cut)"
+        "--repeats", type=int, default=2, help="rounds per variant (default 2; the budget may cut)"
     )
     p.add_argument("--budget-s", type=float, default=290.0, help="seconds of measuring (default 290)")
     p.add_argument(
@@ -1222,7 +1234,6 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     if args.wan_size not in ("auto", "14b", "1.3b"):
         p.error(f"--wan-size: {args.wan_size!r} not in auto, 14b, 1.3b")
     tiny = args.tiny
-    args.repeats = args.repeats if args.repeats is not None else (2 if tiny else 3)
     args.compile_backend = args.compile_backend or ("eager" if tiny else "inductor")
     if args.compile_estimate_s is None:
         args.compile_estimate_s = 10.0 if tiny else 60.0
@@ -1267,28 +1278,36 @@ def main(argv: list[str] | None = None) -> int:
         f"{bench.device_name()}, budget {args.budget_s:.0f} s, models {args.models}, variants {args.variants}"
     )
     specs: dict[str, ModelSpec | None] = {"flux": flux_spec(args.tiny), "wan": None}
+    phases = [(model, variant) for model in args.models for variant in args.variants]
+
+    def spec_of(model: str) -> ModelSpec:
+        """The spec, or (Wan, before its size is chosen) the one auto would fall back to."""
+        found = specs[model]
+        if found is None:
+            found = wan_spec("tiny" if args.tiny else ("1.3b" if args.wan_size == "auto" else args.wan_size))
+        return found
+
+    def reserve_for(model: str, variant: str) -> Callable[[], float]:
+        """Seconds a phase leaves for the later ones: the minimum of this model's later variants and of every
+        later model's first variant (a later model's other variants get what is left)."""
+        later = phases[phases.index((model, variant)) + 1 :]
+
+        def reserve() -> float:
+            return sum(
+                bench.minimum(spec_of(m), v, first=m != model)
+                for m, v in later
+                if m == model or v == args.variants[0]
+            )
+
+        return reserve
+
     try:
-        for i, key in enumerate(args.models):
-            later = args.models[i + 1 :]
+        for key in args.models:
             if key == "wan" and specs["wan"] is None:
                 size, why = choose_wan_size(bench, args, args.variants)
                 specs["wan"] = wan_spec(size)
                 bench.notes.append(f"Wan size: {size} ({why}).")
-            spec = specs[key]
-            assert spec is not None
-
-            def reserve(later: list[str] = later) -> float:
-                """What the later models need at least (Wan's size is chosen once FLUX measured the rate)."""
-                total = 0.0
-                for other in later:
-                    other_spec = specs[other]
-                    if other_spec is None:
-                        size = "tiny" if args.tiny else ("1.3b" if args.wan_size == "auto" else args.wan_size)
-                        other_spec = wan_spec(size)
-                    total += bench.minimum(other_spec, args.variants, built=False)
-                return total
-
-            bench.run_model(spec, args.variants, reserve)
+            bench.run_model(spec_of(key), args.variants, lambda variant, key=key: reserve_for(key, variant))
     except KeyboardInterrupt:
         bench.notes.append("Interrupted (Ctrl-C): partial results.")
         bench.write(final=True)

@@ -228,3 +228,66 @@ def test_sync_counter_counts_host_reads_only() -> None:
 def _line_of(snippet: str) -> int:
     lines = Path(__file__).read_text().splitlines()
     return next(i for i, line in enumerate(lines, 1) if line.strip() == snippet)
+
+
+def test_a_failing_mode_and_the_budget_leave_the_rest_measured(monkeypatch, tmp_path) -> None:
+    """An OOM in one mode is recorded and the round goes on; once the budget is spent the remaining loops and
+    the compiled variant are skipped (and say so), and the run still ends normally with its section."""
+    calls: list[tuple[str, int]] = []
+    real_measure = gb.Bench.measure
+
+    def measure(self, driver, mode, result, rnd, count):
+        calls.append((mode.key, rnd))
+        if mode.key == "F8B0":
+            raise torch.OutOfMemoryError("CUDA out of memory (simulated)")
+        return real_measure(self, driver, mode, result, rnd, count)
+
+    monkeypatch.setattr(gb.Bench, "measure", measure)
+    monkeypatch.setattr(gb.Bench, "left", lambda self: 1e9 if len(calls) < 4 else 0.0)
+    out, js = tmp_path / "RESULTS.md", tmp_path / "r.json"
+    argv = ["--tiny", "--models", "flux", "--out", str(out), "--json", str(js)]
+    assert gb.main(argv) == 0
+    eager, regional = json.loads(js.read_text())["phases"]
+    assert calls == [("none", 0), ("fixed2x", 0), ("F8B0", 0), ("fixed4x-out", 0)]
+    status = {key: m["status"] for key, m in eager["modes"].items()}
+    assert status.pop("F8B0") == "error: OutOfMemoryError: CUDA out of memory (simulated)"
+    assert [status.pop(k) for k in ("none", "fixed2x", "fixed4x-out")] == ["ok"] * 3
+    assert all(s.startswith("skipped: budget (~") for s in status.values()), status
+    assert all(m["status"] == "skipped: budget" for m in regional["modes"].values())
+    assert eager["modes"]["none"]["ms_per_step"] > 0 and eager["modes"]["fixed2x"]["speedup"] > 0
+    text = out.read_text()
+    assert "| F8B0: DBCache F8B0, threshold" in text and "| error: OutOfMemoryError" in text
+    assert "Skipped: budget (compile + one uncached loop" in text
+
+
+def test_no_budget_left_skips_the_model_without_building_it(tmp_path) -> None:
+    js = tmp_path / "r.json"
+    assert gb.main(["--tiny", "--models", "flux", "--budget-s", "1e-6", "--json", str(js)]) == 0
+    data = json.loads(js.read_text())
+    assert data["phases"] == [] and data["notes"][0].startswith(
+        "FLUX.1-dev architecture, tiny: skipped (budget"
+    )
+
+
+def test_planning_estimates() -> None:
+    """The planner's share of block calls per mode and its minimum per phase, in closed form."""
+    spec = gb.flux_spec(False)  # 28 steps, 57 blocks, warmup 8, DBPrune F8B8
+    modes = gb.make_modes(spec, {"F8B0": 0.1, "DBPrune": 0.2})
+    frac = {key: gb.expected_fraction(m, spec) for key, m in modes.items()}
+    assert frac["none"] == frac["thr0"] == 1.0
+    assert frac["fixed2x"] == frac["fixed2x-out"] == 14 / 28 and frac["fixed4x"] == 7 / 28
+    assert frac["F8B0"] == pytest.approx(1 - 10 / 28 * 49 / 57)  # half of the 20 steps after warm-up
+    assert frac["DBPrune"] == pytest.approx(1 - 10 / 28 * 41 / 57)
+    assert modes["F8B0"].options["residual_diff_threshold"] == 0.1
+    assert modes["DBPrune"].options == {
+        "cache_type": "DBPrune",
+        "Fn_compute_blocks": 8,
+        "Bn_compute_blocks": 8,
+        "residual_diff_threshold": 0.2,
+        "warmup_steps": 8,
+    }
+    bench = gb.Bench(gb.parse_args([]), torch.device("cpu"))
+    bench.rate = spec.flops_per_call() / 0.25  # FLUX at 0.25 s per step
+    assert bench.step_estimate(spec) == pytest.approx(0.25)
+    assert bench.minimum(spec, "eager", first=True) == pytest.approx(5 + 20 * 0.25 + 1.5 * 28 * 0.25)
+    assert bench.minimum(spec, "regional", first=False) == pytest.approx(60 + 1.5 * 28 * 0.25)
