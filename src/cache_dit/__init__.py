@@ -11,17 +11,21 @@ from typing import TYPE_CHECKING, Any
 __version__ = "0.1.0"
 
 __all__ = [
+    "BasicCacheConfig",
+    "BasicPruneConfig",
     "CFGConfig",
     "CacheStats",
     "CacheType",
     "DBCacheConfig",
     "DBPruneConfig",
+    "TaylorSeerCalibratorConfig",
     "TaylorSeerConfig",
     "apply_cache_on_pipe",
     "apply_cache_on_transformer",
     "calibrate",
     "denoising_run",
     "disable_cache",
+    "enable_cache",
     "load_calibration",
     "save_calibration",
     "set_compile_configs",
@@ -29,6 +33,27 @@ __all__ = [
     "uniform_schedule",
 ]
 _LAZY = set(__all__)
+# cache-dit 1.x's entry point and config names (cache_dit.compat); DBCacheConfig / DBPruneConfig there build this
+# library's objects from this library's names and the 1.x form from 1.x names
+_COMPAT = {
+    "BasicCacheConfig",
+    "BasicPruneConfig",
+    "DBCacheConfig",
+    "DBPruneConfig",
+    "TaylorSeerCalibratorConfig",
+    "enable_cache",
+}
+# cache-dit 1.x names with no counterpart here: an AttributeError that says what to use
+_V1_ONLY = {
+    "BlockAdapter",
+    "DMDCalibratorConfig",
+    "FoCaCalibratorConfig",
+    "ForwardPattern",
+    "ParallelismConfig",
+    "ParamsModifier",
+    "refresh_context",
+    "steps_mask",
+}
 __all__ += ["set_verbose"]
 
 if TYPE_CHECKING:
@@ -50,13 +75,24 @@ if TYPE_CHECKING:
         summary,
         uniform_schedule,
     )
+    from .compat import BasicCacheConfig, BasicPruneConfig, TaylorSeerCalibratorConfig, enable_cache
 
 
 def __getattr__(name: str) -> Any:
+    if name in _COMPAT:
+        from . import compat
+
+        return getattr(compat, name)
     if name in _LAZY:
         from . import cache_factory
 
         return getattr(cache_factory, name)
+    if name in _V1_ONLY:
+        from .compat import MISSING_V1_NAMES
+
+        raise AttributeError(
+            f"cache_dit.{name} is cache-dit 1.x's and not available here: {MISSING_V1_NAMES[name]}"
+        )
     raise AttributeError(f"module 'cache_dit' has no attribute {name!r}")
 
 
