@@ -211,6 +211,14 @@ def test_this_librarys_own_configs_pass_through(testbed):
         dict(Fn_compute_blocks=1, Bn_compute_blocks=0, residual_diff_threshold=0.2, warmup_steps=2),
     )
     assert cached == [2, 4] and caught == []
+    # only names both versions share: this library's object, and its defaults differ from 1.x's: said once
+    shared = DBCacheConfig(Fn_compute_blocks=1, max_continuous_cached_steps=2)
+    _, _, options, caught = _run(testbed, lambda pipe: cache_dit.enable_cache(pipe, cache_config=shared))
+    assert (options["Bn_compute_blocks"], options["residual_diff_threshold"]) == (8, 0.12)
+    assert (
+        "Bn_compute_blocks=8, residual_diff_threshold=0.12 when left out (cache-dit 1.x: Bn_compute_blocks=0, "
+        in caught[0]
+    )
 
 
 def test_transformer_only_with_num_inference_steps(testbed):

@@ -407,6 +407,15 @@ def v1_options(
         options, renames = _cache_options(cache_config, transformer_only)
     elif type(cache_config) in (_native.DBCacheConfig, _native.DBPruneConfig):
         options, renames = _native_options(cache_config), []
+        defaulted = [k for k in ("Bn_compute_blocks", "residual_diff_threshold") if k not in options]
+        if type(cache_config) is _native.DBCacheConfig and defaulted:
+            ours = CacheType.default_options(CacheType.DBCache)
+            renames.append(
+                f"DBCacheConfig with this library's names only is this library's config: "
+                f"{', '.join(f'{k}={ours[k]}' for k in defaulted)} when left out (cache-dit 1.x: "
+                f"{', '.join(f'{k}={_CACHE_FIELDS[k]}' for k in defaulted)}; give them, or add a 1.x name such as "
+                "max_warmup_steps for 1.x's defaults)"
+            )
     else:
         raise TypeError(
             f"cache_config must be cache_dit.DBCacheConfig(...) / DBPruneConfig(...) (1.x or this library's names) "
