@@ -428,3 +428,81 @@ def test_fid_progress_bar_over_many_images(progress, terminal, shown, monkeypatc
     assert ("FID features:" in stderr.getvalue() and "0/5 [" in stderr.getvalue()) is shown, stderr.getvalue()
     with pytest.raises(TypeError, match="progress must be None, True or False, got 'yes'"):
         FrechetInceptionDistance(device="cpu", dims=64, weights_path="random", progress="yes")
+
+
+# ----------------------------------------------------------------------------------------------------------
+# README: the cache-dit-generate section and the figures it quotes
+# ----------------------------------------------------------------------------------------------------------
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _readme_section(title: str) -> str:
+    text = (ROOT / "README.md").read_text()
+    start = text.index(f"\n## {title}\n")
+    return text[start : text.index("\n## ", start + 1)]
+
+
+def test_readme_shows_a_hub_id_a_local_folder_and_tiny():
+    section = _readme_section("`cache-dit-generate`")
+    commands = re.findall(r"^cache-dit-generate (.*)$", section, flags=re.MULTILINE)
+    assert any("--model-path black-forest-labs/FLUX.1-dev" in c for c in commands)
+    assert any("--model-path ./" in c for c in commands)
+    assert any(c.startswith("--tiny flux") for c in commands) and any(
+        c.startswith("--tiny list") for c in commands
+    )
+    assert "# GPU + weights: a hub id" in section and "# GPU + weights: a local pipeline folder" in section
+    assert "on the 8-bit frames, before the file" in section  # which PSNR generate reports
+    # every flag of the parser is in the section's table (documented once, here)
+    for action in build_cli_parser()._actions:
+        long = [o for o in action.option_strings if o.startswith("--")]
+        if long and action.help != "==SUPPRESS==" and long[0] != "--help":
+            assert f"`{long[0]}" in section, long[0]
+
+
+def test_readme_memory_figures_are_bench_results_figures():
+    """The README quotes bench/RESULTS.md's measured bytes (one source: RESULTS.md, written by the bench)."""
+    results = (ROOT / "bench" / "RESULTS.md").read_text()
+    memory = re.search(
+        r"^- Extra memory after a call .*?(?=^- )", _readme_section("Results"), re.M | re.S
+    ).group(0)
+    memory = " ".join(memory.split())
+
+    def fixed(label: str) -> str:  # the fixed-settings memory table: "| label | a - b |"
+        return re.search(rf"^\| {re.escape(label)} \| ([\d.]+) - \1 \|$", results, re.M).group(1)
+
+    def tuned(pick: str) -> str:  # the tuned picks at 28 steps: the last column is the extra MB
+        rows = results[: results.index("### 50 steps")]
+        return re.search(rf"^\| [\d.]+x \| {re.escape(pick)} \|.*\| ([\d.]+) \|$", rows, re.M).group(1)
+
+    expected = {
+        "DBCache": fixed("DBCache F2B1"),
+        "+ TaylorSeer(1)": fixed("DBCache F1B0 + TaylorSeer(1)"),
+        "+ TaylorSeer(2)": fixed("DBCache F1B0 + TaylorSeer(2)"),
+        "DBPrune": fixed("DBPrune F1B1"),
+        "Fn=0: TaylorSeer(1)": tuned("cache-dit fixed schedule | w1 i2 TS(1)"),
+        "TaylorSeer(2)": tuned("cache-dit fixed schedule | w8 i2 last TS(2 mix)"),
+    }
+    for label, value in expected.items():
+        assert f"{label} {value} MB" in memory, (label, value, memory)
+    outputs = re.search(
+        r"\(`taylorseer_cache_type=\"output\"`\): ([\d.]+) MB with order 1, ([\d.]+) MB", memory
+    )
+    assert outputs.groups() == (
+        tuned("cache-dit calibrated | target 4.0x"),
+        tuned("cache-dit calibrated | target 2.5x"),
+    )
+    ratio = re.search(r"DBPrune [\d.]+ MB \(([\d.]+)x", memory).group(1)
+    assert float(ratio) == round(float(expected["DBPrune"]) / float(expected["DBCache"]), 1)
+
+
+def test_readme_results_cite_the_fixed_settings_section_beside_the_tuned_one():
+    results_md = (ROOT / "bench" / "RESULTS.md").read_text()
+    section = " ".join(_readme_section("Results").split())
+    title = "Target: our best vs the best peer at equal wall-clock speedup"
+    assert f"## {title}" in results_md and f'"{title}"' in section
+    for speedup, spoken in (("1.5x", "1.5x"), ("2.0x", "2x")):
+        row = re.search(rf"^\| {speedup} \| ([\d.]+) dB \(.*?\) \| ([\d.]+) dB \(", results_md, re.M)
+        ours, peer = row.groups()
+        assert f"{ours} dB against" in section and f"'s {peer} at {spoken}" in section
+    assert section.index(title) < section.index("Tuned comparison")
