@@ -141,6 +141,14 @@ def test_tiny_defaults_apply_and_flags_win(tmp_path, capsys):
         [*TINY_FLUX, "--steps", "4", "--Fn", "2", "--out", str(tmp_path / "b.png")], capsys
     )
     assert code == 0 and "4 steps; cache_type=DBCache, Fn_compute_blocks=2, Bn_compute_blocks=1" in out
+    code, out, _ = _run_main(
+        [*TINY_FLUX, "--steps", "4", "--cache", "fb", "--out", str(tmp_path / "c.png")], capsys
+    )
+    assert code == 0  # FBCache keeps its F1B0; the tiny warmup applies
+    assert (
+        "cache_type=FBCache, Fn_compute_blocks=1, Bn_compute_blocks=0, residual_diff_threshold=0.08, warmup_steps=2"
+        in out
+    )
 
 
 def test_options_that_cache_nothing_warn_once_before_the_run(tmp_path, capsys):

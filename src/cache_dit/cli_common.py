@@ -316,13 +316,13 @@ CACHE_FLAGS = (
 def cache_options(args: argparse.Namespace, tiny: bool = False) -> dict[str, Any]:
     """The `apply_cache_on_pipe` keywords the flags ask for (flags left out are left out). With `tiny`, Fn, Bn
     and warmup_steps left out take `TINY_DEFAULTS` (FBCache keeps its fixed F1B0)."""
+    from .cache_factory.cache_types import CacheType  # after parsing: it imports torch
+
     options: dict[str, Any] = {"cache_type": args.cache or "DBCache"}
-    fixed_blocks = str(args.cache or "").strip().lower() in (
-        "fbcache",
-        "fb",
-        "first_block_cache",
-        "firstblockcache",
-    )
+    try:  # FBCache is F1B0 by definition: the tiny defaults leave its blocks alone
+        fixed_blocks = CacheType.type(options["cache_type"]) is CacheType.FBCache
+    except ValueError:  # an unknown name: the options' check says so, with the allowed ones
+        fixed_blocks = False
     for flag, key in (
         ("Fn", "Fn_compute_blocks"),
         ("Bn", "Bn_compute_blocks"),
