@@ -20,8 +20,8 @@ transformer call (`torch.cuda.set_sync_debug_mode` warnings on CUDA; a TorchFunc
 writes its own section of bench/RESULTS.md (between the gpu-bench markers, named after the card) after every
 loop, so a run cut short keeps what it measured; `--json` also writes the raw numbers.
 
-Run, on one H100/H200 (about 5 minutes: --budget-s 290 bounds the measuring; building FLUX on the GPU takes
-seconds, Python start and imports about 10 s more):
+Run, on one H100/H200 (about 5 minutes: --budget-s 270 bounds the building and measuring; Python start and
+imports take about 10 s more):
 
     python bench/gpu_bench.py
 
@@ -31,14 +31,19 @@ On a machine without network where diffusers is missing, carry its wheel and imp
 -d .whl` where pip works; there `pip install --no-index --no-deps --target /tmp/site .whl/*.whl` and
 `PYTHONPATH=/tmp/site python bench/gpu_bench.py`).
 
-What the budget covers. FLUX.1-dev at 1024x1024 (4096 image + 512 text tokens, about 74 TFLOP per call) takes
-about 0.2 s per step, so a round of its eight modes is about 30 s; Wan 2.1 at 81 frames 480p (21x60x104 latents,
-32760 tokens) is attention-bound: about 0.3 PFLOP per call for the 1.3B shape (~0.6 s per step, a round of
-its modes over 50 steps ~2.5 min) and 1.7 PFLOP for the 14B (~3 s per step). So the script plans: after a short
-scout loop per model (it warms up and measures the step time, and picks the F8B0 / DBPrune thresholds), it runs
-rounds while they fit, keeping for every later phase the time of its uncached and fixed-2x loops (and compile);
-whatever does not fit is listed as skipped. `--wan-size auto` takes the 14B shape only when that minimum fits and
-its weights fit in memory, else the 1.3B shape. `--budget-s 540` (one 10-minute call) measures more rounds.
+What the budget covers. FLUX.1-dev at 1024x1024 (4096 image + 512 text tokens, 74 TFLOP per call) takes about
+0.2 s per step, so a round of its eight modes over 28 steps is about 30 s; Wan 2.1 at 81 frames 480p (21x60x104
+latents, 32760 tokens) is attention-bound: 0.28 PFLOP per call for the 1.3B shape (~0.6 s per step: a round of
+its modes over 50 steps ~2.5 min) and 1.7 PFLOP for the 14B (~3 s per step). So the script plans. Per model, a
+scout loop (the first 20 steps, uncached) warms up, measures the step time (and the FLOP rate that predicts the
+next model's) and picks the F8B0 / DBPrune thresholds; then rounds run while they fit. A phase (model x variant)
+always gets its uncached and fixed-2x loops first if they fit; its other loops leave time for the minimum
+(uncached + fixed-2x loops, compile, build and scout) of this model's later variant and of the next model's first
+one. Whatever does not fit is listed as skipped. With FLUX at 0.22 s per step (0.18 compiled), Wan 1.3B at 0.65 s
+and a 45 s compile, the default budget measures FLUX eager and regional fully (2 rounds of every mode) and Wan
+eager's uncached, fixed-2x, F8B0 and fixed-4x output loops once (tests/bench/test_gpu_bench.py checks this
+plan on a fake clock). `--wan-size auto` takes the 14B shape only when its minimum fits the budget left and its
+weights fit in memory, else the 1.3B shape. `--budget-s 540` (one 10-minute call) measures more.
 
 Smoke run (part of `make test` through tests/bench/test_gpu_bench.py): `python bench/gpu_bench.py --tiny` runs the
 same code path on the CPU with tiny configs of the same classes in well under a minute; it prints the section
@@ -543,6 +548,9 @@ class Driver:
         """One denoising run; `around_call()` wraps each transformer call (sync counting)."""
         t_model = self.transformer
         sched = self.scheduler(steps)
+        # WanPipeline reads float(scheduler.sigmas[i]) for its cache_context marks every step, a host sync
+        # outside the transformer; the same values, read once before the loop
+        sigmas = sched.sigmas.tolist()
         latents = self.latents()
         with cache_dit.denoising_run(t_model):
             for i, t in enumerate(sched.timesteps):
@@ -562,7 +570,7 @@ class Driver:
                             return_dict=False,
                         )[0]
                 else:
-                    marks = {"step_index": i, "sigma": float(sched.sigmas[i]), "num_inference_steps": steps}
+                    marks = {"step_index": i, "sigma": sigmas[i], "num_inference_steps": steps}
                     with t_model.cache_context("cond", **marks), around_call():
                         noise = t_model(
                             hidden_states=latents.to(self.dtype),
@@ -582,9 +590,9 @@ class Driver:
 MODE_KEYS = ("none", "thr0", "fixed2x", "fixed2x-out", "fixed4x", "fixed4x-out", "F8B0", "DBPrune")
 # The order within a round: what matters most first, so a round cut by the budget keeps it.
 RUN_ORDER = ("none", "fixed2x", "F8B0", "fixed4x-out", "DBPrune", "thr0", "fixed2x-out", "fixed4x")
-THRESHOLD_FACTOR = (
-    1.5  # x the median step-to-step diff: a step (block) one step after a computed one is served
-)
+MINIMUM_MODES = ("none", "fixed2x")  # a phase's least worth measuring: the cache's gain at 2x, once
+# x the median step-to-step diff: a step (block) right after a computed one is served, the next one computed
+THRESHOLD_FACTOR = 1.5
 
 
 @dataclass(frozen=True)
@@ -715,6 +723,11 @@ def held_bytes(transformer: torch.nn.Module) -> int:
 # ----------------------------------------------------------------------------------------------------------
 
 
+def now() -> float:
+    """The budget's clock."""
+    return time.perf_counter()
+
+
 @dataclass
 class ModeResult:
     label: str
@@ -797,7 +810,7 @@ class Bench:
         self.args, self.device = args, device
         self.dtype = getattr(torch, args.dtype)
         self.started = time.time()
-        self.deadline = time.perf_counter() + args.budget_s
+        self.deadline = now() + args.budget_s
         self.phases: list[Phase] = []
         self.notes: list[str] = []
         self.rate: float | None = None  # FLOP/s measured on the first scout (planning)
@@ -806,7 +819,7 @@ class Bench:
     # -- planning -----------------------------------------------------------------------------------------
 
     def left(self) -> float:
-        return self.deadline - time.perf_counter()
+        return self.deadline - now()
 
     def step_estimate(self, spec: ModelSpec) -> float:
         rate = self.rate or self.args.assumed_tflops * 1e12
@@ -857,7 +870,8 @@ class Bench:
             "device and materialised on the device (`to_empty`); `_keep_in_fp32_modules` stay float32 as "
             "`from_pretrained` keeps them.",
             "- Loop: as the pipeline drives it: random latents, FlowMatchEulerDiscreteScheduler timesteps and "
-            "`step` (`set_begin_index(0)`), the pipeline's `cache_context` marks, inside `cache_dit.denoising_run`; "
+            "`step` (`set_begin_index(0)`), the pipeline's `cache_context` marks (Wan's sigmas read once, not per "
+            "step), inside `cache_dit.denoising_run`; "
             "one transformer call per step (FLUX.1-dev is guidance-distilled; Wan runs the conditional branch "
             "only: its CFG call doubles every time and keeps its own cache state, so the ratios hold).",
             "- ms/step: median (min-max) over the rounds; every mode runs once per round, interleaved. Speedup: "
@@ -1011,6 +1025,16 @@ class Bench:
         self.rate = self.rate or spec.flops_per_call() * steps / elapsed
         return {**thresholds, "step_s": elapsed / steps}
 
+    def compile(self, driver: Driver) -> float:
+        """Regional compile (`compile_repeated_blocks`, as bench/compile_bench.py); returns the first call's
+        seconds (the compile)."""
+        driver.transformer.compile_repeated_blocks(backend=self.args.compile_backend)
+        self.sync()
+        start = time.perf_counter()
+        driver.loop(driver.spec.steps, stop_after=1)
+        self.sync()
+        return time.perf_counter() - start
+
     @torch.no_grad()
     def measure(self, driver: Driver, mode: Mode, result: ModeResult, rnd: int, count: bool) -> None:
         """One timed loop of `mode`; on `count`, host syncs per transformer call too."""
@@ -1104,12 +1128,7 @@ class Bench:
                     self.write()
                     continue
                 try:
-                    transformer.compile_repeated_blocks(backend=a.compile_backend)
-                    self.sync()
-                    start = time.perf_counter()
-                    driver.loop(spec.steps, stop_after=1)
-                    self.sync()
-                    phase.compile_s = time.perf_counter() - start
+                    phase.compile_s = self.compile(driver)
                     self.log(f"{phase.title}: compiled in {phase.compile_s:.1f} s")
                 except Exception as exc:  # noqa: BLE001
                     phase.notes.append(f"Compile failed: {type(exc).__name__}: {exc}")
@@ -1141,7 +1160,9 @@ class Bench:
                 last = m.loop_s.get(rnd - 1)
                 none_s = phase.modes["none"].loop_s.get(rnd, phase.modes["none"].loop_s.get(0))
                 predicted = last or (none_s or spec.steps * step_s) * expected_fraction(modes[key], spec)
-                if self.left() - reserve() < predicted:
+                # the phase's own minimum comes first; its other loops leave the later phases theirs
+                keep = 0.0 if rnd == 0 and key in MINIMUM_MODES else reserve()
+                if self.left() - keep < predicted:
                     if rnd == 0:
                         m.status = f"skipped: budget (~{predicted:.0f} s)"
                     self.log(f"{phase.title} round {rnd + 1} {key}: skipped (budget, ~{predicted:.0f} s)")
@@ -1202,7 +1223,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument(
         "--repeats", type=int, default=2, help="rounds per variant (default 2; the budget may cut)"
     )
-    p.add_argument("--budget-s", type=float, default=290.0, help="seconds of measuring (default 290)")
+    p.add_argument("--budget-s", type=float, default=270.0, help="seconds of measuring (default 270)")
     p.add_argument(
         "--compile-backend", default=None, help="torch.compile backend (inductor; tiny: eager, which traces the "
         "same dynamo path around the cache's boundaries without inductor's minutes of CPU codegen)"
@@ -1288,16 +1309,23 @@ def main(argv: list[str] | None = None) -> int:
         return found
 
     def reserve_for(model: str, variant: str) -> Callable[[], float]:
-        """Seconds a phase leaves for the later ones: the minimum of this model's later variants and of every
-        later model's first variant (a later model's other variants get what is left)."""
-        later = phases[phases.index((model, variant)) + 1 :]
+        """Seconds a phase's loops beyond its own minimum must leave for the later phases it must not starve:
+        this model's later variants and each later model's first one (a later model's other variants get what
+        is left), each with its minimum (`Bench.minimum`), in order, as long as they fit in what is left now
+        (one that cannot fit anyway takes nothing)."""
+        later = [
+            (m, v)
+            for m, v in phases[phases.index((model, variant)) + 1 :]
+            if m == model or v == args.variants[0]
+        ]
 
         def reserve() -> float:
-            return sum(
-                bench.minimum(spec_of(m), v, first=m != model)
-                for m, v in later
-                if m == model or v == args.variants[0]
-            )
+            total, room = 0.0, bench.left()
+            for m, v in later:
+                need = bench.minimum(spec_of(m), v, first=m != model)
+                if total + need <= room:
+                    total += need
+            return total
 
         return reserve
 

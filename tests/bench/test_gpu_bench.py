@@ -291,3 +291,69 @@ def test_planning_estimates() -> None:
     assert bench.step_estimate(spec) == pytest.approx(0.25)
     assert bench.minimum(spec, "eager", first=True) == pytest.approx(5 + 20 * 0.25 + 1.5 * 28 * 0.25)
     assert bench.minimum(spec, "regional", first=False) == pytest.approx(60 + 1.5 * 28 * 0.25)
+
+
+def test_default_budget_plan_on_h100_like_timings(monkeypatch, tmp_path) -> None:
+    """The planner against a timing model on a fake clock (nothing is computed): FLUX.1-dev 0.22 s per step
+    eager, 0.18 compiled; Wan 2.1 1.3B 0.65 s eager, 0.55 compiled; a compile takes 45 s; a build 5 s. The
+    default budget measures FLUX's eager and regional variants fully (2 rounds of every mode), then Wan's eager
+    uncached, fixed-2x, F8B0 and fixed-4x output loops once, and ends within the budget."""
+    clock = [0.0]
+    step = {
+        ("flux", "eager"): 0.22,
+        ("flux", "regional"): 0.18,
+        ("wan", "eager"): 0.65,
+        ("wan", "regional"): 0.55,
+    }
+    ran: list[tuple[str, str, str, int]] = []
+    compiled: set[str] = set()
+
+    def advance(seconds: float) -> float:
+        clock[0] += seconds
+        return seconds
+
+    def scout(self, driver):
+        spec = driver.spec
+        elapsed = advance(self.scout_steps(spec) * step[(spec.key, "eager")])
+        self.rate = self.rate or spec.flops_per_call() * self.scout_steps(spec) / elapsed
+        return {"F8B0": 0.1, "DBPrune": 0.1, "step_s": step[(spec.key, "eager")]}
+
+    def compile_(self, driver):
+        compiled.add(driver.spec.key)
+        return advance(45.0)
+
+    def measure(self, driver, mode, result, rnd, count):
+        spec = driver.spec
+        variant = "regional" if spec.key in compiled else "eager"
+        result.loop_s[rnd] = advance(
+            spec.steps * step[(spec.key, variant)] * gb.expected_fraction(mode, spec)
+        )
+        result.status = "ok"
+        ran.append((spec.key, variant, mode.key, rnd))
+
+    monkeypatch.setattr(gb, "now", lambda: clock[0])
+    monkeypatch.setattr(gb, "build_on_meta", lambda spec: torch.nn.Linear(1, 1))
+    monkeypatch.setattr(gb, "materialize", lambda model, *a, **k: (advance(5.0), model)[1])
+    monkeypatch.setattr(gb.Bench, "scout", scout)
+    monkeypatch.setattr(gb.Bench, "compile", compile_)
+    monkeypatch.setattr(gb.Bench, "measure", measure)
+    js = tmp_path / "r.json"
+    assert gb.main(["--device", "cpu", "--out", str(tmp_path / "R.md"), "--json", str(js)]) == 0
+    assert clock[0] <= 270.0  # the default budget
+    flux = {(v, m, r) for k, v, m, r in ran if k == "flux"}
+    assert flux == {(v, m, r) for v in ("eager", "regional") for m in MODES for r in (0, 1)}
+    assert [(m, r) for k, v, m, r in ran if k == "wan"] == [
+        ("none", 0),
+        ("fixed2x", 0),
+        ("F8B0", 0),
+        ("fixed4x-out", 0),
+    ]
+    data = json.loads(js.read_text())
+    assert [(p["model"], p["variant"]) for p in data["phases"]] == [
+        ("flux", "eager"),
+        ("flux", "regional"),
+        ("wan", "eager"),
+        ("wan", "regional"),
+    ]
+    assert data["notes"][0].startswith("Wan size: 1.3b (auto: 14B shape skipped (")
+    assert all(m["status"] == "skipped: budget" for m in data["phases"][3]["modes"].values())
