@@ -264,6 +264,10 @@ def test_progress_bars_show_on_a_terminal_only(tmp_path, capsys, monkeypatch):
         (["--tiny", "flux", "--frobnicate"], "unrecognized arguments: --frobnicate"),
         (["--tiny", "nope"], "--tiny 'nope' is not a tiny pipeline or transformer family"),
         (["--tiny", "fluxx"], "did you mean flux"),
+        (
+            ["--tiny", "LatteTransformer3DModel"],
+            "--tiny LatteTransformer3DModel: cache-dit does not cache it: its",
+        ),
         (["--tiny", "flux", "--cache", "turbo"], "cache_type='turbo' is not a known cache type"),
         (["--tiny", "flux", "--order", "1"], "--order needs --taylorseer"),
         (["--tiny", "flux", "--rdt", "-1"], "--rdt/--residual-diff-threshold: expected a finite number >= 0"),

@@ -284,6 +284,12 @@ def _resolve_tiny(name: str) -> tuple[str, str]:
     by_lower = {f.lower(): f for f in families}
     if name.lower() in by_lower:
         return "family", by_lower[name.lower()]
+    from cache_dit.testing.support_matrix import registered_classes
+
+    rejected = {n.lower(): (n, reason) for n, reason in registered_classes().items() if reason is not None}
+    if name.lower() in rejected:
+        family, reason = rejected[name.lower()]
+        raise UsageError(f"--tiny {family}: cache-dit does not cache it: {reason}")
     close = difflib.get_close_matches(name, cases + families, n=3, cutoff=0.5)
     hint = f"; did you mean {', '.join(close)}?" if close else ""
     raise UsageError(
