@@ -18,6 +18,7 @@ from cache_dit.cache_factory.calibration.search import (
     ScheduleSearch,
     best_order1_schedule,
     forecast_cost,
+    late_start_schedules,
     order1_errors,
     schedule_cost,
 )
@@ -68,6 +69,66 @@ def test_uniform_schedules_and_block_speedup():
     assert all(len(s) == 3 and s[0] == 0 for s in uniform_schedules(6, 3))
     assert block_speedup(28, 14, 12, 0) == 2.0
     assert block_speedup(28, 7, 12, 1) == pytest.approx(28 * 12 / (7 * 12 + 21))
+
+
+def test_late_start_schedules_hand_computed():
+    """Every step until k (0..k-1), then step `first` (k < first < k + j) and every j-th after it."""
+    assert late_start_schedules(10, 6, intervals=(2, 3)) == [
+        (2, 3, 2, (0, 1, 3, 5, 7, 9)),
+        (3, 4, 2, (0, 1, 2, 4, 6, 8)),
+        (4, 5, 3, (0, 1, 2, 3, 5, 8)),
+        (4, 6, 3, (0, 1, 2, 3, 6, 9)),  # = uniform_schedule(10, 4, 3)
+        (5, 7, 3, (0, 1, 2, 3, 4, 7)),
+    ]
+    # a step always computed (a second denoiser's first) counts; a schedule found twice is kept at its first j
+    assert late_start_schedules(10, 6, intervals=(2, 3), always=(5,)) == [
+        (2, 3, 2, (0, 1, 3, 5, 7, 9)),
+        (2, 3, 3, (0, 1, 3, 5, 6, 9)),
+        (3, 4, 3, (0, 1, 2, 4, 5, 7)),
+        (4, 5, 3, (0, 1, 2, 3, 5, 8)),  # (4, 6, 3) and (5, 7, 3) have 7 steps with step 5
+    ]
+    # diffusers' TaylorSeer lite (before=8, interval=2 at 28 steps; before=12, interval=3 at 50): the same steps
+    assert (8, 9, 2, (*range(8), *range(9, 28, 2))) in late_start_schedules(28, 18)
+    assert (12, 13, 3, (*range(12), *range(13, 50, 3))) in late_start_schedules(50, 25)
+    assert late_start_schedules(28, 7) == [
+        (2, 3, 5, (0, 1, 3, 8, 13, 18, 23)),
+        (2, 4, 5, (0, 1, 4, 9, 14, 19, 24)),
+        (2, 5, 5, (0, 1, 5, 10, 15, 20, 25)),
+        (2, 6, 5, (0, 1, 6, 11, 16, 21, 26)),
+        (2, 3, 6, (0, 1, 3, 9, 15, 21, 27)),
+        (3, 4, 6, (0, 1, 2, 4, 10, 16, 22)),
+        (3, 5, 6, (0, 1, 2, 5, 11, 17, 23)),
+        (3, 6, 6, (0, 1, 2, 6, 12, 18, 24)),
+        (3, 7, 6, (0, 1, 2, 7, 13, 19, 25)),
+        (3, 8, 6, (0, 1, 2, 8, 14, 20, 26)),
+    ]
+    counts = {14: 18, 18: 20, 11: 18, 9: 15, 7: 10}  # 2x, 1.56x, 2.55x, 3.11x, 4x at 28 steps
+    for computed, many in counts.items():
+        found = late_start_schedules(28, computed)
+        assert len(found) == many and all(len(steps) == computed for *_, steps in found)
+        assert len({steps for *_, steps in found}) == many
+
+
+def test_candidates_verify_late_start_high_orders_of_both_targets_first():
+    g = torch.Generator().manual_seed(3)
+    recorded = {t: [torch.cumsum(torch.randn(10, 5, generator=g), 0)] for t in ("residual", "output")}
+    weights = {"per step": None, "step size": torch.linspace(2.0, 0.1, 10)}
+    search = ScheduleSearch([[Piece(0, 10, recorded, weights)]], ["residual", "output"], list(weights), 2, 10)
+    first = search.candidates(6)[:8]  # what calibrate verifies with its default verify_runs=8
+    late = {steps: f"late start: 0..{k - 1}, {f}, +{j}" for k, f, j, steps in late_start_schedules(10, 6)}
+    for target in ("residual", "output"):
+        picked = [c for c in first if c.target == target and c.source.startswith("late start")]
+        assert len(picked) == 1 and picked[0].order in (1, 2)
+        c = picked[0]
+        assert late[c.steps] == c.source
+        # the best predicted late-start candidate of this target at orders 1-2, by the step-size cost model
+        costs = {
+            (steps, order): forecast_cost(recorded[target], steps, order, weights["step size"])
+            for steps in late
+            for order in (1, 2)
+        }
+        assert c.predicted == pytest.approx(min(costs.values()))
+        assert costs[c.steps, c.order] == pytest.approx(c.predicted)
 
 
 def _kwargs(generator=None, **extra):

@@ -3,8 +3,9 @@
 For a candidate schedule and TaylorSeer order, the cost model replays the forecasts the cache would make on the
 values recorded at every step (the same `TaylorSeer` code) and sums the mean absolute forecast error over the cached
 steps (`forecast_cost`). For order 1 the best schedule with K computed steps is found exactly by dynamic programming
-over the last two computed steps (`best_order1_schedule`); uniform schedules are scored too. With several inputs
-the costs (and the DP's error tables) are summed over the inputs.
+over the last two computed steps (`best_order1_schedule`); uniform schedules are scored too, and late-start
+schedules (`late_start_schedules`: every step until k, then every j-th) get a ranking of their own at the highest
+orders. With several inputs the costs (and the DP's error tables) are summed over the inputs.
 """
 
 from __future__ import annotations
@@ -224,6 +225,33 @@ def uniform_schedules(num_steps: int, computed: int, always: tuple[int, ...] = (
     return sorted(found)
 
 
+LATE_INTERVALS = (2, 3, 4, 5, 6)  # the j of the late-start grid
+
+
+def late_start_schedules(
+    num_steps: int, computed: int, intervals: tuple[int, ...] = LATE_INTERVALS, always: tuple[int, ...] = ()
+) -> list[tuple[int, int, int, tuple[int, ...]]]:
+    """Late-start schedules with exactly `computed` computed steps: every step until k (steps 0 .. k-1), then
+    step `first` (k < first < k + j) and every j-th after it (first + j, first + 2j, ...), with the steps `always`
+    added; for each j in `intervals`, each `first`, every k >= 2 that gives that count (a schedule found twice is
+    kept once, at its smallest j). `first = k - 1 + j` is `uniform_schedule(num_steps, k, j)`; `first = k + 1` is
+    diffusers' TaylorSeer (`disable_cache_before_step=k, cache_interval=j`). Returned as (k, first, j, steps), by
+    j, then first - k, then k.
+
+    >>> late_start_schedules(10, 6, intervals=(2,))
+    [(2, 3, 2, (0, 1, 3, 5, 7, 9)), (3, 4, 2, (0, 1, 2, 4, 6, 8))]
+    """
+    found, seen = [], set()
+    for j in intervals:
+        for offset in range(1, j):
+            for k in range(2, num_steps - offset):
+                steps = tuple(sorted(set(range(k)) | set(range(k + offset, num_steps, j)) | set(always)))
+                if len(steps) == computed and steps not in seen:
+                    seen.add(steps)
+                    found.append((k, k + offset, j, steps))
+    return found
+
+
 def block_speedup(num_steps: int, computed: int, num_blocks: int, always: int) -> float:
     """Uncached block calls / cached block calls, with `always` blocks (Fn + Bn) run on cached steps too."""
     return num_steps * num_blocks / (computed * num_blocks + (num_steps - computed) * always)
@@ -303,16 +331,25 @@ class ScheduleSearch:
 
     def candidates(self, computed: int) -> list[Candidate]:
         """Candidates with `computed` steps, best predicted first. Per forecast target (residual, output), each
-        cost model (errors per step, errors weighted by step size) ranks that target's candidates, and the
-        uniform schedules get a ranking of their own (by the last cost model), so the most regular schedule of
-        each target is verified too (the cost model's best schedules can fit the calibration inputs too closely).
-        The rankings are interleaved: the targets' errors are in different units, so they are never compared
-        with each other; only the verified runs compare them."""
+        cost model (errors per step, errors weighted by step size) ranks that target's candidates; the uniform
+        schedules get a ranking of their own (by the last cost model), so the most regular schedule of each
+        target is verified too (the cost model's best schedules can fit the calibration inputs too closely); and
+        the late-start schedules (`late_start_schedules`: every step until k, then every j-th) at the two highest
+        orders get one more per target (by the last cost model): the cost model sums forecast errors without
+        their effect on the later steps, and so underrates computing the early steps, where a deviation is
+        carried through every later step.
+        The rankings are interleaved: first the best of each, then the second of each, ... (the targets' errors
+        are in different units, so they are never compared with each other; only the verified runs compare
+        them). So the first len(targets) x (len(cost models) + 2) candidates, the ones `calibrate` verifies
+        with its default verify_runs=8 (one target: the first 4), hold each ranking's best."""
         # a forecast from j computed steps has order j - 1 at most: higher orders would repeat its candidates
         orders = [order for order in self.orders if order <= max(0, computed - len(self.spans))]
+        late_orders = [order for order in orders if order >= 1][-2:]
         by_label: dict[str, list[list[Candidate]]] = {label: [] for label in self.labels}
-        uniform_rankings = []
+        late_rankings, uniform_rankings = [], []
         always = self.first_steps if len(self.spans) > 1 else ()
+        last = self.labels[-1]
+        late = late_start_schedules(self.num_steps, computed, always=always)
         for target in self.targets:
             schedules = {}
             for label in self.labels:
@@ -327,9 +364,24 @@ class ScheduleSearch:
                 ]
                 scored.sort(key=lambda c: c.predicted)
                 by_label[label].append(scored)
-                if label == self.labels[-1]:
+                if label == last:
                     uniform_rankings.append([c for c in scored if c.source == "uniform"])
-        rankings = [ranking for group in by_label.values() for ranking in group] + uniform_rankings
+            late_scored = [
+                Candidate(
+                    steps,
+                    order,
+                    f"late start: 0..{k - 1}, {first}, +{j}",
+                    self.cost(target, last, steps, order),
+                    target=target,
+                )
+                for k, first, j, steps in late
+                for order in late_orders
+            ]
+            late_scored.sort(key=lambda c: c.predicted)
+            late_rankings.append(late_scored)
+        rankings = (
+            [ranking for group in by_label.values() for ranking in group] + late_rankings + uniform_rankings
+        )
         merged, seen = [], set()
         for group in itertools.zip_longest(*rankings):
             for c in group:
