@@ -331,30 +331,13 @@ def tiny_case_source(
     return Source(name or case_name, label, pipe, call, call_kwargs, kind)
 
 
-def _first_tensor(output: Any) -> Any:
-    """The first tensor of a transformer's output (a tensor, a tuple or list, or an output class), depth first."""
-    import torch
-
-    if isinstance(output, torch.Tensor):
-        return output
-    items = (
-        output.values() if isinstance(output, dict) else output if isinstance(output, (tuple, list)) else None
-    )
-    if items is None:
-        items = vars(output).values() if hasattr(output, "__dict__") else ()
-    for item in items:
-        found = _first_tensor(item)
-        if found is not None:
-            return found
-    return None
-
-
 def _tiny_family_source(name: str, device: Any, dtype: Any) -> Source:
     """A transformer family of the contract suite: the bare transformer over the steps of its own inputs (each
     step's latents and timestep from the suite's trajectory), one call per step, the last output kept."""
     import torch
 
     import cache_dit
+    from cache_dit.cache_factory.policies.output import first_tensor  # the transformer's main output
     from cache_dit.testing.families import FAMILIES
 
     family = FAMILIES[name]
@@ -368,7 +351,7 @@ def _tiny_family_source(name: str, device: Any, dtype: Any) -> Source:
             prepared = family.prepare(model, seed=seed)  # e.g. a kv "extract" pass: not a denoising step
             for step in range(steps):
                 inputs = {**family.inputs(seed=seed, step=step), **prepared}
-                out = _first_tensor(model(**{k: _to(v, device, dtype) for k, v in inputs.items()}))
+                out = first_tensor(model(**{k: _to(v, device, dtype) for k, v in inputs.items()}))
         return out.float().cpu().numpy()
 
     return Source(name, f"tiny {name} (bare transformer, random weights)", model, call, None, "array")
