@@ -282,3 +282,26 @@ def test_a_second_thread_entering_a_denoising_run_is_named_as_such():
         thread.join()
     assert len(errors) == 1
     assert "a denoising run on FluxTransformer2DModel while a denoising run from another thread" in errors[0]
+
+
+@torch.no_grad()
+def test_disable_cache_leaves_no_cache_tensor_alive():
+    """After disable_cache nothing keeps the runner (and so its stored residuals) alive."""
+    import gc
+    import weakref
+
+    from cache_dit.cache_factory.runner import get_runner
+
+    pipe = tiny.tiny_flux_pipeline()
+    prompt, pooled = tiny.flux_prompt_embeds()
+    apply_cache_on_pipe(
+        pipe, Fn_compute_blocks=1, Bn_compute_blocks=1, compute_steps=[0, 2], enable_taylorseer=True
+    )
+    pipe(prompt_embeds=prompt, pooled_prompt_embeds=pooled, height=32, width=32, num_inference_steps=4)
+    runner = get_runner(pipe.transformer)
+    stored = [s.hidden.factors[0] for s in runner.call.branches["cond"].segments.values()]
+    refs = [weakref.ref(runner)] + [weakref.ref(t) for t in stored]
+    del runner, stored
+    cache_dit.disable_cache(pipe)
+    gc.collect()
+    assert all(ref() is None for ref in refs)

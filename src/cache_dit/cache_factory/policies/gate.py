@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
-from ..decision import is_similar, step_can_cache
+from ..decision import is_similar, relative_l1, step_can_cache
 from ..state import BranchState, CallState, Pass, same_layout
 
 if TYPE_CHECKING:
@@ -46,17 +46,10 @@ class StepGate:
             cached = decided and self.middle_ready(branch, p.encoder_layout)
         else:
             diff = None
-            if same_layout(branch.fn_residual, fn_residual):
-                diff = r.sync.relative_l1(fn_residual, branch.fn_residual)  # host sync (all ranks alike)
-                branch.residual_diffs[step] = diff
-            elif branch.fn_residual is not None:
-                r.warn_once(
-                    "fn-layout",
-                    "hidden states changed shape/dtype/device between steps of one call; computing fully",
-                )
-            cached = (
-                diff is not None
-                and r.caching_enabled
+            # can the diff change anything? (not at threshold 0, on warm-up steps or past the caching limits)
+            can_cache = (
+                r.caching_enabled
+                and db.residual_diff_threshold > 0
                 and step_can_cache(
                     step,
                     db.warmup_steps,
@@ -65,6 +58,20 @@ class StepGate:
                     branch.continuous_cached,
                     db.max_continuous_cached_steps,
                 )
+            )
+            if same_layout(branch.fn_residual, fn_residual):
+                if can_cache:
+                    diff = r.sync.relative_l1(fn_residual, branch.fn_residual)  # host sync (all ranks alike)
+                    branch.residual_diffs[step] = diff
+                else:  # kept on the device for the stats: summary() reads it, this step needs no sync
+                    branch.residual_diffs[step] = relative_l1(fn_residual, branch.fn_residual)
+            elif branch.fn_residual is not None:
+                r.warn_once(
+                    "fn-layout",
+                    "hidden states changed shape/dtype/device between steps of one call; computing fully",
+                )
+            cached = (
+                diff is not None
                 and is_similar(diff, db.residual_diff_threshold)
                 and self.middle_ready(branch, p.encoder_layout)
             )
@@ -73,6 +80,7 @@ class StepGate:
         p.cached = cached
         if _log.isEnabledFor(logging.DEBUG):
             diff = branch.residual_diffs.get(step)
+            diff = float(diff) if diff is not None else None  # a tensor where it decided nothing
             why = "schedule" if r.schedule is not None else "no diff (nothing to compare yet)"
             _log.debug(
                 "step %d %s: %s, %s",
