@@ -82,6 +82,7 @@ def test_late_start_schedules_hand_computed():
     ]
     # a step always computed (a second denoiser's first) counts; a schedule found twice is kept at its first j
     assert late_start_schedules(10, 6, intervals=(2, 3), always=(5,)) == [
+        (1, 2, 2, (0, 2, 4, 5, 6, 8)),
         (2, 3, 2, (0, 1, 3, 5, 7, 9)),
         (2, 3, 3, (0, 1, 3, 5, 6, 9)),
         (3, 4, 3, (0, 1, 2, 4, 5, 7)),
@@ -91,6 +92,8 @@ def test_late_start_schedules_hand_computed():
     assert (8, 9, 2, (*range(8), *range(9, 28, 2))) in late_start_schedules(28, 18)
     assert (12, 13, 3, (*range(12), *range(13, 50, 3))) in late_start_schedules(50, 25)
     assert late_start_schedules(28, 7) == [
+        (1, 4, 4, (0, 4, 8, 12, 16, 20, 24)),  # k = 1: from step 0, every j-th after `first`
+        (1, 2, 5, (0, 2, 7, 12, 17, 22, 27)),
         (2, 3, 5, (0, 1, 3, 8, 13, 18, 23)),
         (2, 4, 5, (0, 1, 4, 9, 14, 19, 24)),
         (2, 5, 5, (0, 1, 5, 10, 15, 20, 25)),
@@ -102,7 +105,7 @@ def test_late_start_schedules_hand_computed():
         (3, 7, 6, (0, 1, 2, 7, 13, 19, 25)),
         (3, 8, 6, (0, 1, 2, 8, 14, 20, 26)),
     ]
-    counts = {14: 18, 18: 20, 11: 18, 9: 15, 7: 10}  # 2x, 1.56x, 2.55x, 3.11x, 4x at 28 steps
+    counts = {14: 19, 18: 20, 11: 18, 9: 15, 7: 12}  # 2x, 1.56x, 2.55x, 3.11x, 4x at 28 steps
     for computed, many in counts.items():
         found = late_start_schedules(28, computed)
         assert len(found) == many and all(len(steps) == computed for *_, steps in found)
@@ -118,14 +121,12 @@ def test_candidates_verify_late_start_high_orders_of_both_targets_first():
     late = {steps: f"late start: 0..{k - 1}, {f}, +{j}" for k, f, j, steps in late_start_schedules(10, 6)}
     for target in ("residual", "output"):
         picked = [c for c in first if c.target == target and c.source.startswith("late start")]
-        assert len(picked) == 1 and picked[0].order in (1, 2)
+        assert len(picked) == 1 and picked[0].order == 2  # the highest order
         c = picked[0]
         assert late[c.steps] == c.source
-        # the best predicted late-start candidate of this target at orders 1-2, by the step-size cost model
+        # the best predicted late-start candidate of this target at order 2, by the step-size cost model
         costs = {
-            (steps, order): forecast_cost(recorded[target], steps, order, weights["step size"])
-            for steps in late
-            for order in (1, 2)
+            (steps, 2): forecast_cost(recorded[target], steps, 2, weights["step size"]) for steps in late
         }
         assert c.predicted == pytest.approx(min(costs.values()))
         assert costs[c.steps, c.order] == pytest.approx(c.predicted)

@@ -233,7 +233,7 @@ def late_start_schedules(
 ) -> list[tuple[int, int, int, tuple[int, ...]]]:
     """Late-start schedules with exactly `computed` computed steps: every step until k (steps 0 .. k-1), then
     step `first` (k < first < k + j) and every j-th after it (first + j, first + 2j, ...), with the steps `always`
-    added; for each j in `intervals`, each `first`, every k >= 2 that gives that count (a schedule found twice is
+    added; for each j in `intervals`, each `first`, every k >= 1 that gives that count (a schedule found twice is
     kept once, at its smallest j). `first = k - 1 + j` is `uniform_schedule(num_steps, k, j)`; `first = k + 1` is
     diffusers' TaylorSeer (`disable_cache_before_step=k, cache_interval=j`). Returned as (k, first, j, steps), by
     j, then first - k, then k.
@@ -244,7 +244,7 @@ def late_start_schedules(
     found, seen = [], set()
     for j in intervals:
         for offset in range(1, j):
-            for k in range(2, num_steps - offset):
+            for k in range(1, num_steps - offset):
                 steps = tuple(sorted(set(range(k)) | set(range(k + offset, num_steps, j)) | set(always)))
                 if len(steps) == computed and steps not in seen:
                     seen.add(steps)
@@ -334,8 +334,8 @@ class ScheduleSearch:
         cost model (errors per step, errors weighted by step size) ranks that target's candidates; the uniform
         schedules get a ranking of their own (by the last cost model), so the most regular schedule of each
         target is verified too (the cost model's best schedules can fit the calibration inputs too closely); and
-        the late-start schedules (`late_start_schedules`: every step until k, then every j-th) at the two highest
-        orders get one more per target (by the last cost model): the cost model sums forecast errors without
+        the late-start schedules (`late_start_schedules`: every step until k, then every j-th) at the highest
+        order get one more per target (by the last cost model): the cost model sums forecast errors without
         their effect on the later steps, and so underrates computing the early steps, where a deviation is
         carried through every later step.
         The rankings are interleaved: first the best of each, then the second of each, ... (the targets' errors
@@ -344,7 +344,7 @@ class ScheduleSearch:
         with its default verify_runs=8 (one target: the first 4), hold each ranking's best."""
         # a forecast from j computed steps has order j - 1 at most: higher orders would repeat its candidates
         orders = [order for order in self.orders if order <= max(0, computed - len(self.spans))]
-        late_orders = [order for order in orders if order >= 1][-2:]
+        late_orders = [order for order in orders if order >= 1][-1:]  # the highest: 2 by default
         by_label: dict[str, list[list[Candidate]]] = {label: [] for label in self.labels}
         late_rankings, uniform_rankings = [], []
         always = self.first_steps if len(self.spans) > 1 else ()
