@@ -96,3 +96,35 @@ def test_wide_pipeline_builds_and_runs() -> None:
         output_type="latent",
     ).images
     assert torch.isfinite(out).all()
+
+
+def test_scenes_testbed_api_and_data():
+    """The harder testbed: names, sizes, a compositional class table, a deterministic data generator."""
+    import numpy as np
+
+    from cache_dit.testing import scenes
+
+    assert tb.testbed_num_classes() == 12 and tb.testbed_image_size() == 64
+    assert tb.testbed_num_classes("scenes") == 36 and tb.testbed_image_size("scenes") == 128
+    with pytest.raises(ValueError, match="testbed name must be one of"):
+        tb.testbed_spec("shape")
+    assert scenes.class_attributes(0) == ("circle", "red", 1)
+    assert scenes.class_attributes(35) == ("triangle", "yellow", 3)
+    assert scenes.CLASS_NAMES[13] == "2 red squares"
+    a, b = scenes.make_scene_image(13, seed=5), scenes.make_scene_image(13, seed=5)
+    assert a.shape == (128, 128, 3) and a.dtype == np.uint8 and np.array_equal(a, b)
+    assert not np.array_equal(a, scenes.make_scene_image(13, seed=6))
+    prompt, pooled = tb.testbed_prompt_embeds([0, 13, 36], name="scenes")
+    assert prompt.shape == (3, 4, 64) and pooled.shape == (3, 64)
+    # compositional: classes sharing an attribute share its token (kind, colour, count, shared)
+    same_kind_colour = tb.testbed_prompt_embeds([12, 13], name="scenes")[0]
+    assert torch.equal(same_kind_colour[0, :2], same_kind_colour[1, :2])
+    assert not torch.equal(same_kind_colour[0, 2], same_kind_colour[1, 2])
+    with pytest.raises(ValueError, match=r"class id must be in \[0, 36\]"):
+        tb.testbed_prompt_embeds([37], name="scenes")
+
+
+def test_scenes_pipeline_samples_at_its_size():
+    pipe = tb.load_testbed_pipeline(name="scenes")
+    images = tb.sample_classes(pipe, [0, 20], seed=0, num_inference_steps=2, name="scenes")
+    assert images.shape == (2, 128, 128, 3)
