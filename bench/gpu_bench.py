@@ -11,7 +11,8 @@ pipeline's own loop (random latents, the FlowMatchEulerDiscreteScheduler's times
     fixed2x/4x      fixed schedule (`uniform_schedule`, interval 2 / 4), Fn=Bn=0, TaylorSeer(1) residual forecast
     fixed2x/4x-out  the same schedules with `taylorseer_cache_type="output"` (a cached step runs nothing)
     F8B0            DBCache F8B0 at a threshold that caches about half the steps after warm-up
-    DBPrune         DBPrune at a threshold that prunes about half the prunable blocks after warm-up
+    DBPrune         DBPrune F8B8 at a threshold that prunes about half the prunable blocks after warm-up
+                    (both thresholds found by replaying the gate on a scout loop's recorded values)
 
 it reports the median ms per step over interleaved rounds (every mode once per round), the speedup against the
 uncached loop of the same round, the block-count bound (block calls of the uncached loop / blocks computed), peak
@@ -92,7 +93,7 @@ try:
     import cache_dit
     from cache_dit.cache_factory.adapters import find_adapter
     from cache_dit.cache_factory.calibration import uniform_schedule
-    from cache_dit.cache_factory.decision import relative_l1
+    from cache_dit.cache_factory.decision import is_similar, relative_l1
     from cache_dit.cache_factory.runner import get_runner
 except ImportError as exc:
     print(
@@ -591,8 +592,6 @@ MODE_KEYS = ("none", "thr0", "fixed2x", "fixed2x-out", "fixed4x", "fixed4x-out",
 # The order within a round: what matters most first, so a round cut by the budget keeps it.
 RUN_ORDER = ("none", "fixed2x", "F8B0", "fixed4x-out", "DBPrune", "thr0", "fixed2x-out", "fixed4x")
 MINIMUM_MODES = ("none", "fixed2x")  # a phase's least worth measuring: the cache's gain at 2x, once
-# x the median step-to-step diff: a step (block) right after a computed one is served, the next one computed
-THRESHOLD_FACTOR = 1.5
 
 
 @dataclass(frozen=True)
@@ -600,6 +599,65 @@ class Mode:
     key: str
     label: str
     options: dict[str, Any] | None
+
+
+def pairwise_relative_l1(values: list[torch.Tensor]) -> list[list[float]]:
+    """d[i][j] = `relative_l1(values[j], values[i])` for i < j (0 elsewhere): step j against an earlier one."""
+    n = len(values)
+    pairs = [(i, j) for i in range(n) for j in range(i + 1, n)]
+    found = torch.stack([relative_l1(values[j], values[i]) for i, j in pairs]).tolist() if pairs else []
+    table = [[0.0] * n for _ in range(n)]
+    for (i, j), d in zip(pairs, found):
+        table[i][j] = d
+    return table
+
+
+def replay_gate(diffs: list[list[float]], warmup: int, threshold: float) -> tuple[int, int]:
+    """The threshold gate replayed on one stream's recorded values (`pairwise_relative_l1`): steps before
+    `warmup` are computed; a later step is served when its diff against the last computed step is below the
+    threshold (`decision.is_similar`), else computed. Returns (served, steps after warm-up)."""
+    last, served, eligible = 0, 0, 0
+    for step in range(1, len(diffs)):
+        if step < warmup:
+            last = step
+            continue
+        eligible += 1
+        if is_similar(diffs[last][step], threshold):
+            served += 1
+        else:
+            last = step
+    return served, eligible
+
+
+def half_threshold(streams: list[list[list[float]]], warmup: int) -> tuple[float, float]:
+    """The threshold at which the replayed gates of all `streams` together serve closest to half of their steps
+    after warm-up (the served share grows with the threshold: a bisection over the midpoints between the
+    recorded diffs), and that share. (0, 0) when there is nothing to serve."""
+    values = sorted(
+        {d for table in streams for i, row in enumerate(table) for d in row[i + 1 :] if math.isfinite(d)}
+    )
+    candidates = [(a + b) / 2 for a, b in zip(values, values[1:])] + ([values[-1] * 1.5] if values else [])
+    candidates = [c for c in candidates if c > 0]
+
+    def share(threshold: float) -> float:
+        served = eligible = 0
+        for table in streams:
+            s, e = replay_gate(table, warmup, threshold)
+            served, eligible = served + s, eligible + e
+        return served / eligible if eligible else 0.0
+
+    if not candidates or share(candidates[-1]) == 0.0:
+        return 0.0, 0.0
+    lo, hi = 0, len(candidates) - 1  # the first candidate serving at least half
+    while lo < hi:
+        mid = (lo + hi) // 2
+        if share(candidates[mid]) >= 0.5:
+            hi = mid
+        else:
+            lo = mid + 1
+    options = [candidates[lo]] + ([candidates[lo - 1]] if lo > 0 else [])
+    best = min(options, key=lambda c: (abs(share(c) - 0.5), -c))
+    return best, share(best)
 
 
 def make_modes(spec: ModelSpec, thresholds: dict[str, float]) -> dict[str, Mode]:
@@ -971,38 +1029,37 @@ class Bench:
 
     @torch.no_grad()
     def scout(self, driver: Driver) -> dict[str, float]:
-        """An uncached partial loop (warm-up): the step time, and thresholds from the step-to-step diffs.
+        """An uncached partial loop (the warm-up): the step time, and the F8B0 / DBPrune thresholds.
 
-        F8B0: the relative L1 between consecutive steps of the first 8 blocks' residual; DBPrune: of each
-        prunable block's input. Threshold = 1.5 x their median over the steps after warm-up, so a step (block)
-        right after a computed one is served and the next one computed: about half.
+        It records what each gate compares: the first 8 blocks' residual (F8B0) and each prunable block's input
+        (DBPrune; on up to 256 fixed token positions) at every scout step; then `half_threshold` replays the gate
+        on them and picks the threshold that serves closest to half the steps after warm-up. (A random model's
+        features need not drift smoothly, so a multiple of the step-to-step diff would not say how often.)
         """
         spec, t = driver.spec, driver.transformer
         blocks = find_adapter(t).blocks(t)
         fn, k = 8, spec.prune_fn_bn
-        prunable = set(range(k, len(blocks) - k))
-        state: dict[str, Any] = {"step": -1, "in0": None, "prev_res": None, "prev_in": {}}
-        diffs: dict[str, list[torch.Tensor]] = {"F8B0": [], "DBPrune": []}
+        prunable = range(k, len(blocks) - k)
+        residuals: list[torch.Tensor] = []
+        inputs: dict[int, list[torch.Tensor]] = {i: [] for i in prunable}
+        state: dict[str, Any] = {"in0": None, "tokens": None}
 
         def pre(idx: int, io: Any) -> Callable[..., None]:
             def hook(module: Any, args: Any, kwargs: Any) -> None:
-                hidden = io.inputs(args, kwargs)[0]
+                hidden = io.inputs(args, kwargs)[0]  # (B, N, D)
                 if idx == 0:
-                    state["step"] += 1
                     state["in0"] = hidden
-                if idx in prunable:
-                    prev = state["prev_in"].get(idx)
-                    if prev is not None and state["step"] >= spec.warmup:
-                        diffs["DBPrune"].append(relative_l1(hidden, prev))
-                    state["prev_in"][idx] = hidden
+                if idx in inputs:
+                    if state["tokens"] is None:
+                        g = torch.Generator().manual_seed(0)
+                        n = hidden.shape[1]
+                        state["tokens"] = torch.randperm(n, generator=g)[: min(n, 256)].sort().values
+                    inputs[idx].append(hidden[:, state["tokens"].to(hidden.device)].float())
 
             return hook
 
         def post(module: Any, args: Any, kwargs: Any, out: Any) -> None:
-            residual = blocks[fn - 1][1].outputs(out)[0] - state["in0"]
-            if state["prev_res"] is not None and state["step"] >= spec.warmup:
-                diffs["F8B0"].append(relative_l1(residual, state["prev_res"]))
-            state["prev_res"] = residual
+            residuals.append(blocks[fn - 1][1].outputs(out)[0] - state["in0"])  # (B, N, D)
 
         handles = [
             b.register_forward_pre_hook(pre(i, io), with_kwargs=True) for i, (b, io) in enumerate(blocks)
@@ -1018,12 +1075,16 @@ class Bench:
         finally:
             for h in handles:
                 h.remove()
-        thresholds = {}
-        for key, values in diffs.items():
-            finite = [v for v in torch.stack(values).tolist() if math.isfinite(v)] if values else []
-            thresholds[key] = THRESHOLD_FACTOR * statistics.median(finite) if finite else 0.0
         self.rate = self.rate or spec.flops_per_call() * steps / elapsed
-        return {**thresholds, "step_s": elapsed / steps}
+        f8, f8_served = half_threshold([pairwise_relative_l1(residuals)], spec.warmup)
+        prune, prune_served = half_threshold([pairwise_relative_l1(v) for v in inputs.values()], spec.warmup)
+        return {
+            "F8B0": f8,
+            "DBPrune": prune,
+            "F8B0_served": f8_served,
+            "DBPrune_served": prune_served,
+            "step_s": elapsed / steps,
+        }
 
     def compile(self, driver: Driver) -> float:
         """Regional compile (`compile_repeated_blocks`, as bench/compile_bench.py); returns the first call's
@@ -1109,9 +1170,11 @@ class Bench:
                           spec.steps, spec.num_blocks)  # fmt: skip
             phase.modes = {k: ModeResult(modes[k].label, modes[k].options) for k in MODE_KEYS if k in order}
             phase.notes.append(
-                f"Thresholds from the scout loop ({self.scout_steps(spec)} uncached steps): F8B0 "
-                f"{scout['F8B0']:.4g}, DBPrune {scout['DBPrune']:.4g} ({THRESHOLD_FACTOR} x the median "
-                f"step-to-step relative L1 after warm-up step {spec.warmup})."
+                f"Thresholds from the scout loop ({self.scout_steps(spec)} uncached steps, warm-up {spec.warmup}): "
+                f"F8B0 {scout['F8B0']:.4g}, DBPrune {scout['DBPrune']:.4g}; replayed on its recorded residuals / "
+                f"block inputs they serve {100 * scout['F8B0_served']:.0f}% of the steps / "
+                f"{100 * scout['DBPrune_served']:.0f}% of the prunable block calls after warm-up (the timed loops, "
+                "whose cached steps change what follows, report their own counts)."
             )
             self.phases.append(phase)
             step_s = scout["step_s"]

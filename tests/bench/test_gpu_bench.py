@@ -318,7 +318,13 @@ def test_default_budget_plan_on_h100_like_timings(monkeypatch, tmp_path) -> None
         spec = driver.spec
         elapsed = advance(self.scout_steps(spec) * step[(spec.key, "eager")])
         self.rate = self.rate or spec.flops_per_call() * self.scout_steps(spec) / elapsed
-        return {"F8B0": 0.1, "DBPrune": 0.1, "step_s": step[(spec.key, "eager")]}
+        return {
+            "F8B0": 0.1,
+            "DBPrune": 0.1,
+            "F8B0_served": 0.5,
+            "DBPrune_served": 0.5,
+            "step_s": elapsed / 20,
+        }
 
     def compile_(self, driver):
         compiled.add(driver.spec.key)
@@ -359,3 +365,20 @@ def test_default_budget_plan_on_h100_like_timings(monkeypatch, tmp_path) -> None
     ]
     assert data["notes"][0].startswith("Wan size: 1.3b (auto: 14B shape skipped (")
     assert all(m["status"] == "skipped: budget" for m in data["phases"][3]["modes"].values())
+
+
+def test_thresholds_replay_the_gate_on_recorded_diffs() -> None:
+    """A stream that drifts 0.1 per step: at 0.15 every step right after a computed one is served (half)."""
+    drift = [[0.1 * (j - i) if j > i else 0.0 for j in range(6)] for i in range(6)]
+    assert gb.replay_gate(drift, warmup=2, threshold=0.15) == (2, 4)  # steps 2 and 4 served, 3 and 5 computed
+    assert gb.replay_gate(drift, warmup=2, threshold=0.25) == (3, 4)  # 2, 3 served against 1; 4 computed; 5
+    assert gb.replay_gate(drift, warmup=2, threshold=0.1) == (0, 4)  # strictly below, as decision.is_similar
+    assert gb.half_threshold([drift], warmup=2) == (pytest.approx(0.15), 0.5)
+    # a flat stream (every step as far from every other): any threshold serves all or nothing
+    flat = [[0.3 if j > i else 0.0 for j in range(6)] for i in range(6)]
+    assert gb.half_threshold([flat], warmup=2) == (pytest.approx(0.45), 1.0)
+    # two streams: 3 of 8 (at 0.25; above 0.3 the flat one serves all: 7 of 8)
+    assert gb.half_threshold([flat, drift], warmup=2) == (pytest.approx(0.25), 0.375)
+    assert gb.half_threshold([[[0.0]]], warmup=2) == (0.0, 0.0)  # nothing after warm-up
+    table = gb.pairwise_relative_l1([torch.ones(3), 2 * torch.ones(3), torch.zeros(3)])
+    assert table == [[0.0, 1.0, 1.0], [0.0, 0.0, 1.0], [0.0, 0.0, 0.0]]
