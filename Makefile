@@ -25,6 +25,9 @@ demo: $(STAMP)
 
 bench: $(STAMP)
 	$(PY) bench/run_bench.py
+	$(PY) bench/overhead_bench.py
+	$(PY) bench/testbed_properties.py --testbed shapes
+	$(PY) bench/testbed_properties.py --testbed scenes
 
 soak: $(STAMP)
 	CACHE_DIT_SOAK=1 $(PY) -m pytest -q tests/cache_factory/test_state_machine.py
