@@ -19,11 +19,13 @@ Everything is a pure function of ``(class_id, seed)``.
 from __future__ import annotations
 
 import math
-from functools import lru_cache
+from functools import cache
 from typing import Any
 
 import numpy as np
 import torch
+
+from cache_dit.testing import testbed as _testbed
 
 IMAGE_SIZE = 128
 KINDS: tuple[str, ...] = ("circle", "square", "triangle")
@@ -35,7 +37,10 @@ COLORS: dict[str, tuple[int, int, int]] = {
 }
 COUNTS: tuple[int, ...] = (1, 2, 3)
 CLASS_NAMES: list[str] = [
-    f"{count} {color} {kind}{'s' if count > 1 else ''}" for kind in KINDS for color in COLORS for count in COUNTS
+    f"{count} {color} {kind}{'s' if count > 1 else ''}"
+    for kind in KINDS
+    for color in COLORS
+    for count in COUNTS
 ]
 NUM_CLASSES = len(CLASS_NAMES)  # 36
 NULL_CLASS_ID = NUM_CLASSES
@@ -55,34 +60,9 @@ BACKGROUND_NAMES: tuple[str, ...] = (
     "coins",
 )
 
-VAE_CONFIG: dict[str, Any] = {
-    "in_channels": 3,
-    "out_channels": 3,
-    "down_block_types": ["DownEncoderBlock2D"] * 3,
-    "up_block_types": ["UpDecoderBlock2D"] * 3,
-    "block_out_channels": [16, 32, 32],
-    "layers_per_block": 1,
-    "latent_channels": 4,
-    "norm_num_groups": 16,
-    "sample_size": IMAGE_SIZE,
-    "scaling_factor": 1.0,
-    "shift_factor": 0.0,
-    "force_upcast": False,
-    "mid_block_add_attention": False,
-}
-
-TRANSFORMER_CONFIG: dict[str, Any] = {
-    "patch_size": 1,
-    "in_channels": 16,
-    "num_layers": 4,
-    "num_single_layers": 8,
-    "attention_head_dim": 32,
-    "num_attention_heads": 4,
-    "joint_attention_dim": 64,
-    "pooled_projection_dim": 64,
-    "guidance_embeds": False,
-    "axes_dims_rope": [8, 12, 12],
-}
+# the default testbed's architectures; only the VAE's sample size differs (128x128 images -> 32x32x4 latents)
+VAE_CONFIG: dict[str, Any] = {**_testbed.VAE_CONFIG, "sample_size": IMAGE_SIZE}
+TRANSFORMER_CONFIG: dict[str, Any] = dict(_testbed.TRANSFORMER_CONFIG)
 
 
 def class_attributes(class_id: int) -> tuple[str, str, int]:
@@ -100,7 +80,7 @@ def class_attribute_indices(class_id: int) -> tuple[int, int, int]:
     return KINDS.index(kind), list(COLORS).index(color), COUNTS.index(count)
 
 
-@lru_cache(maxsize=None)
+@cache
 def _background_source(name: str) -> np.ndarray:
     """A scikit-image sample image as float RGB in [0, 255], ``(H, W, 3)``."""
     import skimage.data
@@ -174,7 +154,9 @@ def make_scene_image(class_id: int, seed: int, size: int = IMAGE_SIZE) -> np.nda
     return np.round(np.clip(image, 0, 255)).astype(np.uint8)
 
 
-def make_scene_dataset(num_images: int, seed: int, size: int = IMAGE_SIZE) -> tuple[torch.Tensor, torch.Tensor]:
+def make_scene_dataset(
+    num_images: int, seed: int, size: int = IMAGE_SIZE
+) -> tuple[torch.Tensor, torch.Tensor]:
     """A class-balanced batch: images float32 in [-1, 1] ``(N, 3, size, size)`` and labels ``(N,)``.
 
     Image ``i`` has class ``i % NUM_CLASSES`` and seed ``seed * 1_000_003 + i``.
