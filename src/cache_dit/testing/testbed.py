@@ -162,7 +162,13 @@ def testbed_spec(name: str | None = None) -> TestbedSpec:
     """The :class:`TestbedSpec` of a testbed: ``None`` or ``"shapes"`` (the default), or ``"scenes"``."""
     if name is None or name == "shapes":
         return TestbedSpec(
-            "shapes", IMAGE_SIZE, tuple(CLASS_NAMES), TEXT_SEQ_LEN, WEIGHTS_DIR, VAE_CONFIG, TRANSFORMER_CONFIG
+            "shapes",
+            IMAGE_SIZE,
+            tuple(CLASS_NAMES),
+            TEXT_SEQ_LEN,
+            WEIGHTS_DIR,
+            VAE_CONFIG,
+            TRANSFORMER_CONFIG,
         )
     if name == "scenes":
         from cache_dit.testing import scenes

@@ -92,7 +92,9 @@ def encode_dataset(
         images, labels_t = spec.make_dataset(num_images, seed=seed)
         return torch.cat([vae.encode(chunk).latent_dist.mode() for chunk in images.split(128)]), labels_t
     chunks, labels = [], []
-    for offset in range(0, num_images, 256):  # images are made per chunk: 128x128 scenes would need GBs at once
+    for offset in range(
+        0, num_images, 256
+    ):  # images are made per chunk: 128x128 scenes would need GBs at once
         count = min(256, num_images - offset)
         images, _ = spec.make_dataset(count, seed=seed * 1000 + offset)
         chunks.append(torch.cat([vae.encode(chunk).latent_dist.mode() for chunk in images.split(64)]))
