@@ -7,8 +7,8 @@ model was trained to imitate, never diffusion samples), shipped with the package
 
 * ``accuracy``: the fraction of images whose predicted class is the class asked for (prompt adherence).
 * ``fd``: the Fréchet distance between the Gaussians fitted to the judge's penultimate features (the global
-  average pool of each of its conv stages, concatenated: :data:`FEATURE_DIMS` wide) of the images and of a fixed reference set of real images from the
-  data generator (:data:`REFERENCE_PER_CLASS` per class, data seed :data:`REFERENCE_SEED`). The reference is
+  average pool of each of its conv stages, concatenated: :data:`FEATURE_DIMS` wide) of the images and of a
+  fixed reference set of real images from the data generator (:data:`REFERENCE_PER_CLASS` per class, data seed :data:`REFERENCE_SEED`). The reference is
   matched to the classes asked for: each class's reference features are weighted by how often that class
   occurs in ``class_ids``, so scoring four classes compares against those four classes' real images, and a
   class-balanced batch over every class compares against the whole reference set. The distance itself is
@@ -27,9 +27,11 @@ Training (CPU, seeded; the committed weights and their hold-out accuracy are rec
     OMP_WAIT_POLICY=PASSIVE python -m cache_dit.testing.judge train --testbed shapes
     OMP_WAIT_POLICY=PASSIVE python -m cache_dit.testing.judge train --testbed scenes
 
-Each draws its training set from the data generator (data seed 0), trains with AdamW and a cosine schedule,
-rounds the weights to fp16, measures the hold-out accuracy on fresh images (data seed 2), and stores the
-reference features (computed with the fp16-rounded weights, as they are loaded) beside the weights.
+Each draws its training set from the data generator (data seed 0), trains with AdamW and a one-cycle schedule
+on mirrored, blurred and noised copies (:data:`BLUR_SIGMAS`, :data:`NOISE_STD_MAX`: the class decision should
+survive a generator's imperfect rendering), rounds the weights to fp16, measures the hold-out accuracy on fresh
+images (data seed 2), and stores the reference features (fp16, computed with the fp16-rounded weights as they
+are loaded) beside the weights. ``OMP_WAIT_POLICY=PASSIVE`` keeps OpenMP threads from spinning on shared cores.
 ``python -m cache_dit.testing.judge check --testbed shapes`` scores the testbed pipeline at several step counts.
 """
 
