@@ -143,9 +143,7 @@ class DBCacheConfig:
         _plain_fields(self)
         if self.compute_steps is not None:
             object.__setattr__(self, "compute_steps", _check_ids("compute_steps", self.compute_steps))
-        _check_int(
-            "Fn_compute_blocks", self.Fn_compute_blocks, minimum=0
-        )  # an int first: 0.0 and False are not
+        _check_int("Fn_compute_blocks", self.Fn_compute_blocks)  # an int first: 0.0 and False are not ints
         if self.compute_steps is not None and self.Fn_compute_blocks == 0:
             pass  # a fixed schedule needs no first blocks to decide
         elif self.Fn_compute_blocks == 0:
