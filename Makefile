@@ -26,6 +26,7 @@ demo: $(STAMP)
 bench: $(STAMP)
 	$(PY) bench/run_bench.py
 	$(PY) bench/overhead_bench.py
+	$(PY) bench/baselines.py --testbed shapes
 	$(PY) bench/testbed_properties.py --testbed shapes
 	$(PY) bench/testbed_properties.py --testbed scenes
 
