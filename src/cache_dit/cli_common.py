@@ -44,35 +44,24 @@ class OneLineParser(argparse.ArgumentParser):
 # ----------------------------------------------------------------------------------------------------------
 
 
-def positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 1, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 1, got {value}")
-    return value
+def _int_at_least(minimum: int, what: str) -> Any:
+    """An argparse type: an integer >= `minimum`, or a one-line usage error saying `what` was expected."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected {what}, got {text!r}") from None
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"expected {what}, got {value}")
+        return value
+
+    return parse
 
 
-def non_negative_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {value}")
-    return value
-
-
-def cap(text: str) -> int:
-    """A step cap: an integer >= 0, or -1 for no cap."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 0 or -1 (no cap), got {text!r}") from None
-    if value < -1:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 0 or -1 (no cap), got {value}")
-    return value
+positive_int = _int_at_least(1, "an integer >= 1")
+non_negative_int = _int_at_least(0, "an integer >= 0")
+cap = _int_at_least(-1, "an integer >= 0 or -1 (no cap)")  # a step cap: -1 for no cap
 
 
 def non_negative_float(text: str) -> float:

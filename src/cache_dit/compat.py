@@ -36,6 +36,7 @@ from typing import Any
 from ._warnings import warn_at_caller
 from .cache_factory import config as _native
 from .cache_factory.cache_types import CacheType
+from .cache_factory.options import merge_options as _merge_options
 
 __all__ = [
     "BasicCacheConfig",
@@ -369,7 +370,7 @@ def _calibrator_options(calibrator: Any) -> tuple[dict[str, Any], list[str]]:
 
 def _native_options(config: Any) -> dict[str, Any]:
     """This library's DBCacheConfig / DBPruneConfig as options (fields left at their defaults left out)."""
-    return _native.merge_options([config], {})
+    return _merge_options([config], {})
 
 
 def v1_options(

@@ -126,5 +126,10 @@ def test_scenes_testbed_api_and_data():
 
 def test_scenes_pipeline_samples_at_its_size():
     pipe = tb.load_testbed_pipeline(name="scenes")
-    images = tb.sample_classes(pipe, [0, 20], seed=0, num_inference_steps=2, name="scenes")
-    assert images.shape == (2, 128, 128, 3)
+    images = tb.sample_classes(pipe, [0, 20], seed=0, num_inference_steps=2, name="scenes", as_float=True)
+    assert images.shape == (2, 128, 128, 3) and images.dtype == np.float32
+    again = tb.sample_classes(pipe, [0, 20], seed=0, num_inference_steps=2, name="scenes")
+    assert np.array_equal(again, np.round(images * 255).astype(np.uint8))  # seeded: the same images, rounded
+    # the prompt matters: the same noise under another class gives another image
+    other = tb.sample_classes(pipe, [35, 20], seed=0, num_inference_steps=2, name="scenes", as_float=True)
+    assert np.abs(other[0] - images[0]).mean() > 1e-3 and np.array_equal(other[1], images[1])

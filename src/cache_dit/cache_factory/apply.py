@@ -24,7 +24,8 @@ from .adapters import TransformerAdapter, find_adapter
 from .adapters.declared import declare_adapter
 from .cache_types import CacheType
 from .compile import unwrap_compiled
-from .config import OptionsObject, build_config, fit_default_blocks, merge_options
+from .config import build_config
+from .options import OptionsObject, fit_default_blocks, merge_options
 from .runner import CacheRunner, foreign_cache_hooks, get_runner
 from .stats import CacheStats
 

@@ -205,8 +205,6 @@ class CacheRunner:
         """The timestep of a transformer call's arguments, as a float (one small host read)."""
         return self.runs.timestep(args, kwargs)
 
-    _timestep = timestep  # the name calibrate used before the split
-
     def new_call(self) -> CallState:
         return CallState(
             n_derivatives_hidden=self.orders[0],

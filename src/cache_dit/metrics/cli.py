@@ -18,32 +18,17 @@ import os
 import sys
 import warnings
 from collections.abc import Sequence
-from typing import Any, NoReturn
+from typing import Any
+
+from cache_dit.cli_common import OneLineParser, positive_int  # no torch import
 
 PROG = "cache-dit-metrics-cli"
 METRIC_CHOICES = ("psnr", "ssim", "mse", "fid", "all")
 
 
-class _OneLineParser(argparse.ArgumentParser):
-    """argparse whose usage errors are one line on stderr (exit 2), like every other error of the CLI."""
-
-    def error(self, message: str) -> NoReturn:
-        self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
-
-
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 1, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 1, got {value}")
-    return value
-
-
 def build_parser() -> argparse.ArgumentParser:
     """The command-line parser (exposed for documentation and tests)."""
-    parser = _OneLineParser(
+    parser = OneLineParser(
         prog=PROG,
         description="Compare generated images or videos (e.g. cached against uncached) with PSNR, SSIM, MSE "
         "and FID. Directories are paired by relative path; files on one side only are skipped and reported.",
@@ -68,7 +53,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--device", default=None, help="FID device, e.g. cpu or cuda (default: cuda if available)"
     )
-    parser.add_argument("--batch-size", type=_positive_int, default=50, help="FID batch size (default 50)")
+    parser.add_argument("--batch-size", type=positive_int, default=50, help="FID batch size (default 50)")
     parser.add_argument(
         "--dims",
         type=int,

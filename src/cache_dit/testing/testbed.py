@@ -483,6 +483,7 @@ def sample_classes(
     true_cfg_scale: float = 1.0,
     weights_dir: str | Path | None = None,
     name: str | None = None,
+    as_float: bool = False,
 ) -> np.ndarray:
     """Sample one image per class id of testbed ``name`` in a single batched call (seeded generator).
 
@@ -490,7 +491,8 @@ def sample_classes(
     transformer calls per step). ``weights_dir`` must be the folder the pipeline was loaded from.
 
     Returns:
-        ``uint8`` array ``(B, S, S, 3)`` (S = 64, or 128 for ``"scenes"``).
+        ``uint8`` array ``(B, S, S, 3)`` (S = 64, or 128 for ``"scenes"``); with ``as_float`` the pipeline's
+        float output in ``[0, 1]`` itself (no 8-bit rounding).
     """
     spec = testbed_spec(name)
     prompt, pooled = testbed_prompt_embeds(class_ids, weights_dir, name=name)
@@ -510,6 +512,8 @@ def sample_classes(
         output_type="np",
         **kwargs,
     ).images  # (B, H, W, 3) float in [0, 1]
+    if as_float:
+        return np.asarray(images)
     return np.round(np.asarray(images) * 255).astype(np.uint8)
 
 

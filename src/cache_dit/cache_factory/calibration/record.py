@@ -116,7 +116,7 @@ def _record_one(
         runner.recorder = recorders[name]
 
         def note_timestep(module: Any, args: tuple[Any, ...], kwargs: dict[str, Any], runner=runner) -> None:
-            t = runner._timestep(args, kwargs)
+            t = runner.timestep(args, kwargs)
             if t is not None and (not timesteps or t != timesteps[-1]):
                 timesteps.append(t)
 
