@@ -133,3 +133,62 @@ def test_scenes_pipeline_samples_at_its_size():
     # the prompt matters: the same noise under another class gives another image
     other = tb.sample_classes(pipe, [35, 20], seed=0, num_inference_steps=2, name="scenes", as_float=True)
     assert np.abs(other[0] - images[0]).mean() > 1e-3 and np.array_equal(other[1], images[1])
+
+
+def test_training_resumes_bit_for_bit_from_its_checkpoint(tmp_path) -> None:
+    """A run stopped at step 2 and resumed ends with the same EMA weights as an uninterrupted 4-step run."""
+    from cache_dit.testing import testbed_train
+
+    torch.manual_seed(0)
+    latents = torch.randn(6, 4, 16, 16)  # the default testbed's latent shape
+    labels = torch.arange(6) % tb.NUM_CLASSES
+    kwargs = dict(steps=4, seed=0, batch=2, checkpoint_every=100)
+    straight, straight_cond, _ = testbed_train.train_transformer(
+        latents, labels, log_path=tmp_path / "a.pt", **kwargs
+    )
+    assert torch.load(tmp_path / "a.pt")["step"] == 4  # the final step is saved too
+    _, _, stats = testbed_train.train_transformer(
+        latents, labels, log_path=tmp_path / "b.pt", stop_at=2, **kwargs
+    )
+    assert stats["transformer_steps"] == 2 and torch.load(tmp_path / "b.pt")["step"] == 2
+    resumed, resumed_cond, stats = testbed_train.train_transformer(
+        latents, labels, log_path=tmp_path / "b.pt", resume=True, **kwargs
+    )
+    assert stats["transformer_steps"] == 4
+    for (name, a), b in zip(straight.state_dict().items(), resumed.state_dict().values()):
+        assert torch.equal(a, b), name
+    assert torch.equal(straight_cond.prompt, resumed_cond.prompt)
+    with pytest.raises(ValueError, match="--transformer-steps 4"):
+        testbed_train.train_transformer(
+            latents, labels, log_path=tmp_path / "b.pt", resume=True, **{**kwargs, "steps": 6}
+        )
+
+
+def test_init_from_recovers_the_compositional_class_table(tmp_path) -> None:
+    """The scenes table saved as one row per class is split back into attribute tokens exactly."""
+    from safetensors.torch import save_file
+
+    from cache_dit.testing import testbed_train
+
+    torch.manual_seed(0)
+    source = testbed_train._CompositionalConditioning(64, 64)
+    save_file(
+        {"prompt": source.prompt.detach().contiguous(), "pooled": source.pooled.detach().contiguous()},
+        str(tmp_path / "class_embeds.safetensors"),
+    )
+    torch.manual_seed(1)
+    target = testbed_train._CompositionalConditioning(64, 64)
+    assert not torch.allclose(target.pooled, source.pooled)
+    testbed_train._load_class_table_into(target, tmp_path)
+    ids = torch.arange(source.null_class_id + 1)
+    assert torch.equal(target.embed(ids)[0], source.embed(ids)[0])
+    torch.testing.assert_close(target.embed(ids)[1], source.embed(ids)[1], atol=1e-5, rtol=0)
+    broken = source.pooled.detach().clone()
+    broken[0] += 1.0  # no longer a sum of attribute parts
+    save_file(
+        {"prompt": source.prompt.detach().contiguous(), "pooled": broken}, str(tmp_path / "x.safetensors")
+    )
+    (tmp_path / "bad").mkdir()
+    (tmp_path / "x.safetensors").rename(tmp_path / "bad" / "class_embeds.safetensors")
+    with pytest.raises(ValueError, match="not compositional"):
+        testbed_train._load_class_table_into(target, tmp_path / "bad")

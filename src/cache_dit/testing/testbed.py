@@ -654,6 +654,15 @@ def main(argv: Sequence[str] | None = None) -> None:
     train.add_argument("--batch", type=int, default=32, help="transformer batch size")
     train.add_argument("--lr", type=float, default=5e-4, help="transformer peak learning rate")
     train.add_argument("--latent-images", type=int, default=None, help="default: 400 per class")
+    train.add_argument(
+        "--init-from",
+        type=Path,
+        default=None,
+        help="start the transformer and class table from this weights folder (a fine-tune, fresh schedule)",
+    )
+    train.add_argument(
+        "--resume", action="store_true", help="continue the run saved in the weights folder's checkpoint.pt"
+    )
     grid = sub.add_parser("grid", help="sample all classes into a PNG grid")
     grid.add_argument("--weights", type=Path, default=WEIGHTS_DIR)
     grid.add_argument("--out", type=Path, default=Path("/tmp/testbed_grid.png"))
@@ -683,6 +692,8 @@ def main(argv: Sequence[str] | None = None) -> None:
             batch=args.batch,
             lr=args.lr,
             num_latent_images=args.latent_images,
+            init_from=args.init_from,
+            resume=args.resume,
         )
     elif args.command == "grid":
         torch.set_num_threads(2)

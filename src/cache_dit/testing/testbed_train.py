@@ -157,6 +157,66 @@ class _CompositionalConditioning(torch.nn.Module):
         return self.embed(torch.arange(self.null_class_id + 1))[1]
 
 
+def _save_checkpoint(
+    path: Path,
+    model: torch.nn.Module,
+    ema: torch.nn.Module,
+    optimizer: torch.optim.Optimizer,
+    generator: torch.Generator,
+    step: int,
+    total_steps: int,
+    running: float,
+) -> None:
+    """Everything a killed run needs to continue bit for bit; written to a temporary file, then renamed."""
+    state = {
+        "model": model.state_dict(),
+        "ema": ema.state_dict(),
+        "optimizer": optimizer.state_dict(),
+        "generator": generator.get_state(),
+        "step": step,
+        "total_steps": total_steps,
+        "running": running,
+    }
+    tmp = Path(path).with_suffix(".tmp")
+    torch.save(state, tmp)
+    tmp.replace(path)
+
+
+def _load_class_table_into(cond: torch.nn.Module, weights_dir: Path) -> None:
+    """Start ``cond`` from a saved class table (``prompt (C + 1, S, D)``, ``pooled (C + 1, D)``).
+
+    A plain table is copied. The compositional one is recovered exactly: each attribute's token is its
+    column in any class that has it, the null rows are the last row, and the three pooled parts are the
+    least-squares split of the classes' pooled sums (any exact split gives the same sums).
+    """
+    table = tb.load_class_table(weights_dir)
+    with torch.no_grad():
+        if isinstance(cond, _Conditioning):
+            cond.prompt.copy_(table.prompt)
+            cond.pooled.copy_(table.pooled)
+            return
+        attrs = cond.attributes[: cond.null_class_id]  # (C, 3)
+        for i, tokens in enumerate(cond.tokens):
+            for value in range(len(tokens)):
+                first_class = int((attrs[:, i] == value).nonzero()[0])
+                tokens[value].copy_(table.prompt[first_class, i])
+        cond.shared.copy_(table.prompt[0, 3])
+        cond.null_prompt.copy_(table.prompt[cond.null_class_id])
+        cond.null_pooled.copy_(table.pooled[cond.null_class_id])
+        sizes = [len(t) for t in cond.pooled_parts]
+        design = torch.zeros(cond.null_class_id, sum(sizes))  # (C, sum of attribute sizes)
+        offsets = [0, sizes[0], sizes[0] + sizes[1]]
+        for c in range(cond.null_class_id):
+            for i in range(3):
+                design[c, offsets[i] + attrs[c, i]] = 1.0
+        parts = torch.linalg.lstsq(design, table.pooled[: cond.null_class_id]).solution  # (sum sizes, D)
+        for i, part in enumerate(cond.pooled_parts):
+            part.copy_(parts[offsets[i] : offsets[i] + sizes[i]])
+        error = (cond.embed(torch.arange(cond.null_class_id + 1))[1] - table.pooled).abs().max()
+        if error > 1e-2:  # the saved table is fp16
+            raise ValueError(f"{weights_dir}: the pooled table is not compositional (error {error:.3g})")
+
+
 def train_transformer(
     latents: torch.Tensor,
     labels: torch.Tensor,
@@ -169,14 +229,28 @@ def train_transformer(
     label_dropout: float = 0.1,
     spec: tb.TestbedSpec | None = None,
     log_path: Path | None = None,
+    init_from: Path | None = None,
+    resume: bool = False,
+    checkpoint_every: int = 50,
+    stop_at: int | None = None,
 ) -> tuple[tb.FluxTransformer2DModel, torch.nn.Module, dict[str, float]]:
-    """Rectified-flow training on scaled latents ``(N, C, h, w)``; returns EMA transformer and table."""
+    """Rectified-flow training on scaled latents ``(N, C, h, w)``; returns EMA transformer and table.
+
+    ``init_from``: a weights folder whose transformer and class table start the run (a fine-tune with a
+    fresh optimiser and schedule; the EMA starts from them too). ``resume``: continue from the full
+    checkpoint at ``log_path`` (model, EMA, optimiser, data-order generator, step), written every
+    ``checkpoint_every`` steps and kept when the run stops at its time cap.
+    """
     spec = spec or tb.testbed_spec()
     start = time.time()
     torch.manual_seed(seed)
     transformer = tb.FluxTransformer2DModel.from_config(spec.transformer_config)
     dims = spec.transformer_config["joint_attention_dim"], spec.transformer_config["pooled_projection_dim"]
     cond = _CompositionalConditioning(*dims) if spec.name == "scenes" else _Conditioning(*dims)
+    if init_from is not None:
+        tb._load_module_weights(transformer, Path(init_from) / "transformer.safetensors")
+        _load_class_table_into(cond, Path(init_from))
+        _log(f"initialised transformer and class table from {init_from}", start)
     model = torch.nn.ModuleDict({"transformer": transformer, "cond": cond})
     ema = copy.deepcopy(model).eval().requires_grad_(False)
     optimizer = torch.optim.AdamW(model.parameters(), lr=lr, betas=(0.9, 0.99), weight_decay=0.0)
@@ -187,10 +261,28 @@ def train_transformer(
     mu = tb.image_mu(packed.shape[1])
     generator = torch.Generator().manual_seed(seed)
     running = float("nan")
-    done = 0
-    for step in range(steps):
-        if time.time() - start > max_seconds:
-            _log(f"transformer: time cap reached at step {step}", start)
+    first = 0
+    if resume:
+        if log_path is None or not Path(log_path).exists():
+            raise FileNotFoundError(f"resume: no checkpoint at {log_path}")
+        saved = torch.load(log_path, weights_only=False)
+        if saved.get("total_steps") != steps:
+            raise ValueError(
+                f"resume: the checkpoint is for --transformer-steps {saved.get('total_steps')}, not {steps}"
+            )
+        model.load_state_dict(saved["model"])
+        ema.load_state_dict(saved["ema"])
+        optimizer.load_state_dict(saved["optimizer"])
+        generator.set_state(saved["generator"])
+        first, running = saved["step"], saved["running"]
+        _log(f"resumed from {log_path} at step {first}", start)
+    ema_warm = init_from is not None  # the EMA of a fine-tune starts from trained weights: no decay ramp
+    done = first
+    stopped_early = False
+    for step in range(first, steps):
+        if time.time() - start > max_seconds or step == stop_at:
+            _log(f"transformer: stopped at step {step} (time cap or stop_at)", start)
+            stopped_early = True
             break
         done = step + 1
         for group in optimizer.param_groups:
@@ -218,17 +310,21 @@ def train_transformer(
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         optimizer.step()
-        decay = min(ema_decay, (1 + step) / (10 + step))
+        decay = ema_decay if ema_warm else min(ema_decay, (1 + step) / (10 + step))
         with torch.no_grad():
             for p_ema, p in zip(ema.parameters(), model.parameters()):
                 p_ema.lerp_(p, 1 - decay)
         running = 0.98 * running + 0.02 * loss.item() if step else loss.item()
         if step % 50 == 0 or step == steps - 1:
             _log(f"transformer step {step}/{steps} loss(ema) {running:.4f}", start)
-        if log_path is not None and (step + 1) % 250 == 0:  # a checkpoint a killed run can be resumed from
-            torch.save({"step": step + 1, "ema": ema.state_dict()}, log_path)
+        if log_path is not None and (done % checkpoint_every == 0 or done == steps):
+            _save_checkpoint(log_path, model, ema, optimizer, generator, done, steps, running)
+    if stopped_early and log_path is not None:
+        _save_checkpoint(log_path, model, ema, optimizer, generator, done, steps, running)
+        _log(f"checkpoint kept at {log_path}: continue with --resume", start)
     stats = {
         "transformer_steps": done,
+        "transformer_total_steps": steps,
         "transformer_loss": running,
         "transformer_seconds": time.time() - start,
     }
@@ -247,8 +343,14 @@ def train_all(
     spec: tb.TestbedSpec | None = None,
     batch: int = 32,
     lr: float = 5e-4,
+    init_from: Path | None = None,
+    resume: bool = False,
 ) -> dict[str, Any]:
-    """Train the requested stages of testbed ``spec`` and write weights + configs into ``out_dir``."""
+    """Train the requested stages of testbed ``spec`` and write weights + configs into ``out_dir``.
+
+    The transformer stage writes its weights even when it stops at its time cap, and then keeps
+    ``out_dir/checkpoint.pt`` (git-ignored) so that ``resume=True`` continues the same run.
+    """
     spec = spec or tb.testbed_spec()
     torch.set_num_threads(threads)
     out_dir = Path(spec.weights_dir if out_dir is None else out_dir)
@@ -286,6 +388,13 @@ def train_all(
         raw, labels = encode_dataset(vae, num_latent_images, seed=seed + 1, spec=spec)  # (N, C, h, w)
         latents = (raw - vae_config["shift_factor"]) * vae_config["scaling_factor"]
         _log(f"encoded {len(latents)} latents: mean {latents.mean():.3f} std {latents.std():.3f}", start)
+        prior_steps = 0
+        if init_from is not None:  # the steps the starting weights had, so the total stays on record
+            prior_info = Path(init_from) / "testbed.json"
+            prior = json.loads(prior_info.read_text()) if prior_info.exists() else {}
+            prior_steps = prior.get("transformer_steps_total", prior.get("transformer_steps", 0))
+        elif resume:
+            prior_steps = info.get("transformer_prior_steps", 0)
         transformer, cond, t_stats = train_transformer(
             latents,
             labels,
@@ -295,11 +404,22 @@ def train_all(
             spec=spec,
             batch=batch,
             lr=lr,
-            log_path=out_dir / "checkpoint.pt",  # git-ignored; deleted when training ends
+            log_path=out_dir / "checkpoint.pt",  # git-ignored; kept only when the run stops early
+            init_from=init_from,
+            resume=resume,
         )
-        (out_dir / "checkpoint.pt").unlink(missing_ok=True)
+        if t_stats["transformer_steps"] == transformer_steps:
+            (out_dir / "checkpoint.pt").unlink(missing_ok=True)
         info.update(t_stats)
-        info.update({"transformer_batch": batch, "transformer_lr": lr, "latent_images": num_latent_images})
+        info.update(
+            {
+                "transformer_batch": batch,
+                "transformer_lr": lr,
+                "latent_images": num_latent_images,
+                "transformer_prior_steps": prior_steps,
+                "transformer_steps_total": prior_steps + t_stats["transformer_steps"],
+            }
+        )
         _save_fp16(transformer, out_dir / "transformer.safetensors")
         (out_dir / "transformer_config.json").write_text(json.dumps(spec.transformer_config, indent=2))
         with torch.no_grad():
