@@ -305,3 +305,40 @@ def test_disable_cache_leaves_no_cache_tensor_alive():
     cache_dit.disable_cache(pipe)
     gc.collect()
     assert all(ref() is None for ref in refs)
+
+
+@torch.no_grad()
+def test_pipelines_that_batch_cfg_unmarked_label_the_branch_cond_uncond():
+    """SD3 and PixArt run cond and uncond as one unmarked batched call per step: with CFG on the branch is
+    "cond_uncond" (as Mochi/CogVideoX mark it); with CFG off it stays "cond". Before, both were "cond"."""
+    options = {"Fn_compute_blocks": 1, "Bn_compute_blocks": 0, "warmup_steps": 1}
+    sd3 = tiny.tiny_sd3_pipeline()
+    sd3.set_progress_bar_config(disable=True)
+    apply_cache_on_pipe(sd3, **options)
+    pixart = tiny.tiny_pixart_pipeline()
+    pixart.set_progress_bar_config(disable=True)
+    apply_cache_on_pipe(pixart, **options)
+    g = torch.Generator().manual_seed(0)
+    prompt, mask = torch.randn(1, 8, 32, generator=g), torch.ones(1, 8)
+    pixart_kwargs = {
+        "prompt": None,
+        "negative_prompt": None,
+        "prompt_embeds": prompt,
+        "prompt_attention_mask": mask,
+        "negative_prompt_embeds": torch.zeros_like(prompt),
+        "negative_prompt_attention_mask": mask,
+        "use_resolution_binning": False,
+    }
+    runs = [
+        (sd3, tiny.sd3_prompt_embeds(), 5.0, "cond_uncond"),
+        (sd3, tiny.sd3_prompt_embeds(), 1.0, "cond"),
+        (pixart, pixart_kwargs, 4.5, "cond_uncond"),
+        (pixart, pixart_kwargs, 1.0, "cond"),
+    ]
+    for pipe, kwargs, scale, expected in runs:
+        pipe(**kwargs, height=32, width=32, num_inference_steps=4, guidance_scale=scale, output_type="latent")
+        stats = cache_dit.summary(pipe)
+        assert list(stats.branches) == [expected], (type(pipe).__name__, scale)
+        assert stats.branches[expected].name == expected
+        assert stats.branches[expected].num_steps == 4
+        assert stats.branches[expected].batched_cfg == (expected == "cond_uncond")

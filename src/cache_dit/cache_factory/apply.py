@@ -14,6 +14,7 @@ after another, and a call from a second thread while another is running raises (
 from __future__ import annotations
 
 import contextlib
+import inspect
 from collections.abc import Iterator, Mapping
 from typing import Any
 
@@ -55,8 +56,36 @@ def _one_call(runners: list[CacheRunner], what: str = "a pipeline call") -> Iter
 
 def _pipeline_call(self: Any, *args: Any, **kwargs: Any) -> Any:
     original = type(self).__dict__[_PIPE_MARK]
-    with _one_call(_runners_of(self)):
-        return original.__call__(self, *args, **kwargs)
+    runners = _runners_of(self)
+    with _one_call(runners):
+        result = original.__call__(self, *args, **kwargs)
+        if _ran_batched_cfg(self, original, args, kwargs):
+            for runner in runners:
+                runner.runs.label_batched_cfg()
+        return result
+
+
+def _ran_batched_cfg(pipe: Any, cls: type, args: tuple[Any, ...], kwargs: dict[str, Any]) -> bool:
+    """Did this call run CFG? Pipelines that batch cond and uncond into one unmarked transformer call (SD3,
+    PixArt, Sana, AuraFlow, ...) say so through `do_classifier_free_guidance` where they have it; the others
+    run CFG when `guidance_scale > 1` and the transformer has no guidance embedding (FLUX's guidance_scale
+    feeds its embedding, not CFG)."""
+    try:
+        flag = pipe.do_classifier_free_guidance
+    except Exception:  # a missing property, or one that reads state this pipeline does not set
+        flag = None
+    if isinstance(flag, bool):
+        return flag
+    config = getattr(getattr(pipe, "transformer", None), "config", None)
+    if not isinstance(config, Mapping) or config.get("guidance_embeds"):
+        return False
+    try:
+        bound = inspect.signature(cls.__call__).bind(pipe, *args, **kwargs)
+    except (TypeError, ValueError):
+        return False
+    bound.apply_defaults()
+    scale = bound.arguments.get("guidance_scale")
+    return isinstance(scale, (int, float)) and not isinstance(scale, bool) and scale > 1
 
 
 def _reduce_cached_pipeline(self: Any, protocol: int) -> Any:

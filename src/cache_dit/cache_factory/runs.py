@@ -142,6 +142,7 @@ class RunTracker:
                     self._detect_new_loop("timestep", t)
         call = self.call
         if name is not None:
+            call.marked_calls += 1
             branch_name = str(name)
             if branch_name == "uncond" and r.explicit_separate_cfg is False:
                 r.warn_once(
@@ -169,6 +170,15 @@ class RunTracker:
             call.marked_num_steps = total
         branch.calls += 1
         return Pass(branch=branch, step=step)
+
+    def label_batched_cfg(self) -> None:
+        """The pipeline call ran CFG with every transformer call unmarked and one branch: each call carried cond
+        and uncond in one batch (SD3, PixArt), so the branch is "cond_uncond", as marked pipelines name it."""
+        call = self.call
+        if call.marked_calls == 0 and list(call.branches) == ["cond"]:
+            branch = call.branches.pop("cond")
+            branch.name = "cond_uncond"
+            call.branches["cond_uncond"] = branch
 
     def timestep(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> float | None:
         r = self.runner

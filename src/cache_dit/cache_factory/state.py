@@ -117,6 +117,7 @@ class CallState:
     mix_orders: bool = False
     branches: dict[str, BranchState] = field(default_factory=dict)
     unmarked_calls: int = 0  # transformer calls without a branch mark from the pipeline
+    marked_calls: int = 0  # transformer calls the pipeline marked with a branch name
     pair_latents: torch.Tensor | None = None  # latents of the first unmarked call of the current step
     last_timestep: float | None = None  # timestep of the last unmarked call (calls of one step share it)
     step_call: int = 0  # index of the last unmarked call within its step

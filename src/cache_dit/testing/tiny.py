@@ -18,6 +18,7 @@ from diffusers import (
     CogVideoXImageToVideoPipeline,
     CogVideoXPipeline,
     CogVideoXTransformer3DModel,
+    DDIMScheduler,
     FlowMatchEulerDiscreteScheduler,
     FluxFillPipeline,
     FluxPipeline,
@@ -26,6 +27,10 @@ from diffusers import (
     HunyuanVideoTransformer3DModel,
     MochiPipeline,
     MochiTransformer3DModel,
+    PixArtAlphaPipeline,
+    PixArtTransformer2DModel,
+    SD3Transformer2DModel,
+    StableDiffusion3Pipeline,
     WanImageToVideoPipeline,
     WanPipeline,
     WanTransformer3DModel,
@@ -82,6 +87,80 @@ def tiny_flux_pipeline(num_layers: int = 2, num_single_layers: int = 4, seed: in
         text_encoder_2=None,
         tokenizer_2=None,
         transformer=tiny_flux_transformer(num_layers, num_single_layers, seed),
+    )
+
+
+def tiny_sd3_pipeline(num_layers: int = 4, seed: int = 0) -> StableDiffusion3Pipeline:
+    """StableDiffusion3Pipeline with 4 joint blocks, width 32, no text encoders: CFG is batched into one
+    unmarked transformer call per step. Call it with :func:`sd3_prompt_embeds` at 32x32."""
+    torch.manual_seed(seed)
+    transformer = SD3Transformer2DModel(
+        sample_size=8,
+        patch_size=2,
+        in_channels=4,
+        num_layers=num_layers,
+        attention_head_dim=8,
+        num_attention_heads=4,
+        joint_attention_dim=32,
+        caption_projection_dim=32,
+        pooled_projection_dim=16,
+        out_channels=4,
+        pos_embed_max_size=16,
+    ).eval()
+    return StableDiffusion3Pipeline(
+        transformer=transformer,
+        scheduler=FlowMatchEulerDiscreteScheduler(),
+        vae=_tiny_flux_vae(seed),
+        text_encoder=None,
+        tokenizer=None,
+        text_encoder_2=None,
+        tokenizer_2=None,
+        text_encoder_3=None,
+        tokenizer_3=None,
+    )
+
+
+def sd3_prompt_embeds(seed: int = 0) -> dict[str, torch.Tensor]:
+    """The four embedding arguments of the tiny SD3 pipeline (batch 1, text length 8); the negative ones are
+    zeros."""
+    g = torch.Generator().manual_seed(seed)
+    prompt, pooled = torch.randn(1, 8, 32, generator=g), torch.randn(1, 16, generator=g)
+    return {
+        "prompt_embeds": prompt,
+        "pooled_prompt_embeds": pooled,
+        "negative_prompt_embeds": torch.zeros_like(prompt),
+        "negative_pooled_prompt_embeds": torch.zeros_like(pooled),
+    }
+
+
+def tiny_pixart_pipeline(num_layers: int = 4, seed: int = 0) -> PixArtAlphaPipeline:
+    """PixArtAlphaPipeline with 4 blocks, no text encoder: CFG batched into one unmarked call per step. Call it
+    with `prompt_embeds` (B, S, 32), `prompt_attention_mask`, the negative pair and `prompt=None,
+    negative_prompt=None, use_resolution_binning=False` at 32x32."""
+    torch.manual_seed(seed)
+    transformer = PixArtTransformer2DModel(
+        sample_size=8,
+        num_layers=num_layers,
+        patch_size=2,
+        attention_head_dim=8,
+        num_attention_heads=3,
+        caption_channels=32,
+        in_channels=4,
+        cross_attention_dim=24,
+        out_channels=8,
+        attention_bias=True,
+        activation_fn="gelu-approximate",
+        num_embeds_ada_norm=1000,
+        norm_type="ada_norm_single",
+        norm_elementwise_affine=False,
+        norm_eps=1e-6,
+    ).eval()
+    return PixArtAlphaPipeline(
+        tokenizer=None,
+        text_encoder=None,
+        vae=_tiny_flux_vae(seed),
+        transformer=transformer,
+        scheduler=DDIMScheduler(),
     )
 
 
