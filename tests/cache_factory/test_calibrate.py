@@ -543,3 +543,53 @@ def test_a_fault_in_the_recorded_run_leaves_the_generator_as_it_was():
         )
     assert torch.equal(generator.get_state(), state)  # the recorded run drew the noise: rewound
     assert get_runner(pipe.transformer) is None
+
+
+def test_fitted_schedules_are_cross_fitted_over_the_inputs():
+    """With several inputs, a schedule the DP fits is scored on each input as the DP fitted to the other inputs
+    (what the fit gives on an unseen input); the options run the fit to every input, and `.psnr` is that fit's
+    score on the calibration inputs. worst_margin=100 makes the rule the best mean, which here is a fitted one."""
+    pipe = FLUX.build()
+    inputs = []
+    for seed in range(3):
+        pe, pooled = tiny.flux_prompt_embeds(seed=seed)
+        inputs.append(
+            {**_kwargs(), "prompt_embeds": pe, "pooled_prompt_embeds": pooled, "num_inference_steps": 8}
+        )
+    options = cache_dit.calibrate(
+        pipe,
+        inputs,
+        target_speedup=2.0,
+        verify_runs=2,
+        max_order=0,
+        cache_types=["residual", "output"],
+        worst_margin=100.0,
+        verbose=False,
+    )
+    rows = options.table
+    assert [row["source"].startswith("dp") for row in rows] == [True, True]
+    assert all(row["cross_fitted"] and len(row["fold_steps"]) == 3 for row in rows)
+    picked = next(row for row in rows if row["picked"])
+    assert picked["psnr"] == max(row["psnr"] for row in rows)
+    differs = [i for i, steps in enumerate(picked["fold_steps"]) if steps != picked["compute_steps"]]
+    assert differs, "this case was chosen because one input's fold fits another schedule"
+    # 3 recorded runs, 2 candidates x 3 inputs, and the fit to every input on the inputs whose fold differed
+    assert options.runs == 3 + 2 * 3 + len(differs)
+    references = [
+        pipe(**{**k, "generator": torch.Generator().manual_seed(i)}).images for i, k in enumerate(inputs)
+    ]
+
+    def cached_run(i: int, steps: list[int]) -> torch.Tensor:
+        cache_dit.apply_cache_on_pipe(pipe, **{**options, "compute_steps": steps})
+        try:
+            return pipe(**{**inputs[i], "generator": torch.Generator().manual_seed(i)}).images
+        finally:
+            cache_dit.disable_cache(pipe)
+
+    for i in range(3):  # the cross-fitted scores: input i under the schedule fitted without it
+        fold = _sample_psnrs(references[i], cached_run(i, picked["fold_steps"][i]))
+        assert picked["sample_psnrs"][i] == pytest.approx(fold, abs=1e-9)
+    in_sample = [_sample_psnrs(references[i], cached_run(i, options["compute_steps"])) for i in range(3)]
+    assert options.psnr == pytest.approx(np.mean(in_sample), abs=1e-9)
+    assert options.cross_fitted_psnr == pytest.approx(picked["psnr"], abs=1e-9)
+    assert options.cross_fitted_psnr != pytest.approx(options.psnr)

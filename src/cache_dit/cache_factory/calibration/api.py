@@ -7,6 +7,7 @@ import os
 import sys
 import time
 from collections.abc import Mapping, Sequence
+from dataclasses import replace
 from typing import Any
 
 import numpy as np
@@ -40,7 +41,9 @@ def calibrate(
     fastest that keep `min_psnr` (dB against the uncached output), on the inputs `pipe(**call_kwargs)`.
 
     Quality is PSNR on the pipeline's float output (`output_type="pil"` or none becomes "np" for the runs), per
-    sample (image or video) of every input. Every candidate is scored on every sample of every input and picked
+    sample (image or video) of every input. With several inputs, a schedule the DP fits is cross-fitted: on input i
+    it is scored as the DP fits it to the other inputs (an unseen input), and if it is picked, the options run the
+    DP's fit to every input (scored on them too, for `.psnr`). Every candidate is scored on every sample of every input and picked
     by one rule (`pick_robust`): among the candidates whose worst sample is within `worst_margin` dB of the best
     worst sample, the best mean PSNR over the samples. A call with a batch of 4 prompts counts as 4 samples; with
     one sample in all the rule is simply the best PSNR. The worst sample, not the worst call, is the guard: a
@@ -149,14 +152,18 @@ def calibrate(
             "sample_psnrs": c.samples or None,
             "picked": c is chosen,
             "compute_steps": list(c.steps),
+            "cross_fitted": bool(c.fold_steps),
+            "fold_steps": [list(steps) for steps in c.fold_steps] or None,
         }
         for k, c in verified
     ]
     result = CalibratedOptions(chosen.options(fn, bn))
     result.speedup = speed[computed]
-    result.psnrs = chosen.psnrs
-    result.psnr = float(np.mean(chosen.scores))
-    result.psnr_worst = float(min(chosen.scores))
+    in_sample = chosen.in_sample or chosen.samples  # what the returned options gave on the calibration inputs
+    result.psnrs = [float(np.mean(per_input)) for per_input in in_sample]
+    result.psnr = float(np.mean([s for per_input in in_sample for s in per_input]))
+    result.psnr_worst = float(min(s for per_input in in_sample for s in per_input))
+    result.cross_fitted_psnr = float(np.mean(chosen.scores)) if chosen.fold_steps else None
     result.loo_psnrs = loo
     result.loo_psnr = None if loo is None else float(np.mean(loo))
     result.inputs = len(inputs)
@@ -193,12 +200,34 @@ def _search_and_verify(
     fewest = len(shape.spans)  # each denoiser's first step is computed
     speed = {k: block_speedup(num_steps, k, shape.num_blocks, fn + bn) for k in range(fewest, num_steps + 1)}
 
+    runs: dict[
+        tuple[tuple[int, ...], int, str, int], list[float]
+    ] = {}  # (steps, order, target, input) -> PSNRs
+
+    def score(candidate: Candidate, steps: tuple[int, ...], i: int) -> list[float]:
+        key = (steps, candidate.order, candidate.target, i)
+        if key not in runs:
+            run = replace(candidate, steps=steps)
+            apply_cache_on_pipe(pipe, **run.options(fn, bn))
+            try:
+                runs[key] = sample_psnrs(references[i], inputs.run(i))
+            finally:
+                disable_cache(pipe)
+        return runs[key]
+
+    folds: list[ScheduleSearch] = []
+
     def verify(candidate: Candidate) -> float:
-        apply_cache_on_pipe(pipe, **candidate.options(fn, bn))
-        try:
-            candidate.samples = [sample_psnrs(ref, inputs.run(i)) for i, ref in enumerate(references)]
-        finally:
-            disable_cache(pipe)
+        """Score the candidate on every input. A schedule the DP fitted to the inputs is cross-fitted where there
+        are several: on input i it runs the schedule the same DP fits to the other inputs, so its scores say what
+        the DP gives on inputs it never saw, as they do for the schedules that are not fitted at all."""
+        if candidate.fit is not None and folds:
+            candidate.fold_steps = [
+                fold.best_schedule(candidate.target, candidate.fit, len(candidate.steps)) for fold in folds
+            ]
+            candidate.samples = [score(candidate, steps, i) for i, steps in enumerate(candidate.fold_steps)]
+        else:
+            candidate.samples = [score(candidate, candidate.steps, i) for i in range(len(references))]
         return float(candidate.psnr)
 
     verified: list[tuple[int, Candidate]] = []
@@ -213,6 +242,8 @@ def _search_and_verify(
         computed = max(reaching)
         top = search.candidates(computed)[:verify_runs]
         bar.total = inputs.count + len(inputs) * len(top)
+        if len(references) > 1:
+            folds.extend(search.without(i) for i in range(len(references)))
         verified = [(computed, c) for c in top]
         for c in top:
             verify(c)
@@ -245,6 +276,11 @@ def _search_and_verify(
         chosen = Candidate(tuple(range(num_steps)), 0, "every step", 0.0, every)
         return computed, chosen, verified, [], speed
     chosen = pool[pick_robust([c.scores for c in pool], worst_margin)]
+    if chosen.fold_steps:  # cross-fitted: what runs is the schedule fitted to every input; score it there too
+        bar.total = inputs.count + sum(
+            (chosen.steps, chosen.order, chosen.target, i) not in runs for i in range(len(references))
+        )
+        chosen.in_sample = [score(chosen, chosen.steps, i) for i in range(len(references))]
     return computed, chosen, verified, pool, speed
 
 
@@ -279,7 +315,17 @@ def _print_report(
             cells += "".join(f" {s:>7.2f}" for s in row["psnrs"]) if verified else f" {'-':>7}" * n
         print(
             f"{'*' if row['picked'] else ' '} {row['computed_steps']:>8} {row['speedup']:>7.2f}x {row['order']:>8} "
-            f"{row['predicted_error']:>10.4g} {mean:>8}{cells}  {row['source']}: {row['compute_steps']}"
+            f"{row['predicted_error']:>10.4g} {mean:>8}{cells}  {row['source']}"
+            f"{' (cross-fitted)' if row['cross_fitted'] else ''}: {row['compute_steps']}"
+        )
+    if any(row["cross_fitted"] for row in result.table):
+        print(
+            "cross-fitted: on each input, the schedule the same DP fits to the other inputs (steps shown: the fit "
+            "to every input, what the options run); its PSNRs are those of unseen inputs"
+        )
+    if result.cross_fitted_psnr is not None:
+        print(
+            f"picked on its cross-fitted score {result.cross_fitted_psnr:.2f} dB; the fit to every input gives:"
         )
     print(
         f"picked (*): {result.speedup:.2f}x, {result.psnr:.2f} dB (worst sample {result.psnr_worst:.2f}), order "

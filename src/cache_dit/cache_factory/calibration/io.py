@@ -19,14 +19,16 @@ class CalibratedOptions(dict):
     """The options dict `calibrate` returns (pass it as `apply_cache_on_pipe(pipe, **options)`), with what the
     calibration measured: `speedup` (block count), `psnr` (dB, on the pipeline's float output: the mean over every
     sample of every calibration input), `psnrs` (per input, the mean over its samples), `psnr_worst` (the worst
-    sample), `loo_psnr` (leave-one-out estimate for unseen samples; None with one sample), `loo_psnrs` (per
-    sample left out), `inputs` (how many), `num_inference_steps`, `model` (transformer classes), `runs` (pipeline
+    sample), `cross_fitted_psnr` (with several inputs, where the pick is a schedule fitted to the inputs: the mean
+    PSNR of the same fit made without each input, on that input; else None), `loo_psnr` (leave-one-out estimate
+    for unseen samples; None with one sample), `loo_psnrs` (per sample left out), `inputs` (how many), `num_inference_steps`, `model` (transformer classes), `runs` (pipeline
     runs spent) and `table` (the rows printed: every verified candidate, with its PSNRs per input and sample)."""
 
     speedup: float
     psnr: float
     psnrs: list[float]
     psnr_worst: float
+    cross_fitted_psnr: float | None
     loo_psnr: float | None
     loo_psnrs: list[float] | None
     inputs: int

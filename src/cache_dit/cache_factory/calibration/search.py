@@ -32,6 +32,15 @@ class Candidate:
     samples: list[list[float]] = field(default_factory=list)  # once verified: per input, each sample's PSNR
     mix: bool = False  # TaylorSeer mix_orders
     target: str = "residual"  # what is forecast: the middle's residual, or the transformer's output
+    fit: str | None = (
+        None  # the cost model whose DP fitted `steps` to the inputs (None: a schedule that is not fitted)
+    )
+    # cross-fitted (several inputs, a fitted schedule): per input, the schedule the DP fitted to the *other* inputs,
+    # the one `samples` scored on that input; `steps` (fitted to every input) is what the options run
+    fold_steps: list[tuple[int, ...]] = field(default_factory=list)
+    in_sample: list[list[float]] = field(
+        default_factory=list
+    )  # cross-fitted and picked: `steps` on every input
 
     @property
     def forecaster(self) -> str:
@@ -329,6 +338,11 @@ class ScheduleSearch:
             splits = grown
         return tuple(sorted(splits[computed][1]))
 
+    def without(self, index: int) -> ScheduleSearch:
+        """The same search over every input but `index` (cross-fitting: its schedules never saw that input)."""
+        pieces = [p for i, p in enumerate(self.pieces) if i != index]
+        return ScheduleSearch(pieces, self.targets, self.labels, max(self.orders), self.num_steps)
+
     def candidates(self, computed: int) -> list[Candidate]:
         """Candidates with `computed` steps, best predicted first. Per forecast target (residual, output), each
         cost model (errors per step, errors weighted by step size) ranks that target's candidates; the uniform
@@ -358,7 +372,14 @@ class ScheduleSearch:
                 schedules.setdefault(steps, "uniform")
             for label in self.labels:
                 scored = [
-                    Candidate(steps, order, source, self.cost(target, label, steps, order), target=target)
+                    Candidate(
+                        steps,
+                        order,
+                        source,
+                        self.cost(target, label, steps, order),
+                        target=target,
+                        fit=source.removeprefix("dp order 1, ") if source.startswith("dp") else None,
+                    )
                     for steps, source in schedules.items()
                     for order in orders
                 ]

@@ -34,7 +34,8 @@ def pick_robust(scores: Sequence[Sequence[float]], worst_margin: float) -> int:
 def leave_one_out(scores: Sequence[Sequence[float]], worst_margin: float) -> list[float] | None:
     """For each sample i: the rule applied to the other samples' scores picks a candidate; its score on sample i.
     The mean of these estimates what the pick gives on a sample it was not chosen on (optimistic where the
-    candidates themselves were proposed by a cost model fitted on every sample). None with fewer than 2 samples."""
+    candidates' scores come from schedules fitted to every sample; calibrate cross-fits them over several inputs).
+    None with fewer than 2 samples."""
     count = len(scores[0]) if scores else 0
     if count < 2:
         return None
