@@ -65,6 +65,26 @@ TUNE_SEED = 0
 TUNE_INPUTS = ((TUNE_CLASSES, TUNE_SEED), ([2, 4, 6, 9], 4))
 EVAL_CLASSES = [1, 3, 8, 11]  # classes the bench never uses
 EVAL_SEEDS = [1, 2, 3]
+# per testbed: tuning and evaluation inputs, and the judge set (every kind x colour once on scenes; bench/baselines.py
+# uses the same); the default testbed's are the module constants above
+TESTBED_INPUTS: dict[str, dict[str, Any]] = {
+    "shapes": {
+        "tune": TUNE_INPUTS,
+        "eval_classes": EVAL_CLASSES,
+        "eval_seeds": EVAL_SEEDS,
+        "judge_classes": list(range(12)),
+        "judge_seeds": [1, 2, 3],
+    },
+    "scenes": {
+        "tune": (([1, 11, 21, 32], 0), ([5, 16, 24, 30], 4)),
+        "eval_classes": [2, 13, 18, 34],
+        "eval_seeds": [1, 2, 3],
+        "judge_classes": [3 * kc + kc % 3 for kc in range(12)],
+        "judge_seeds": [1, 2, 3],
+    },
+}
+TESTBED: str = "shapes"  # set by --testbed (configure)
+JUDGE = False  # score every pick with cache_dit.testing.judge on the judge set (--judge; on for scenes)
 TARGETS = (1.5, 2.0, 2.5, 3.0, 4.0)
 WIDE_TARGETS = (2.0, 3.0)  # picks at 28 steps timed on the wide random config
 WIDE_STEPS = 28
@@ -354,13 +374,23 @@ def image_psnrs(reference: np.ndarray, images: np.ndarray) -> list[float]:
     return [float(peak_signal_noise_ratio(r, i, data_range=1.0)) for r, i in zip(reference, images)]
 
 
+def configure(name: str, judge: bool) -> None:
+    """Run on testbed `name`: its inputs, its RESULTS.md section (`tuned-pareto`, `tuned-pareto-scenes`)."""
+    global TESTBED, TUNE_INPUTS, EVAL_CLASSES, EVAL_SEEDS, MARKER, JUDGE
+    inputs = TESTBED_INPUTS[name]
+    TESTBED, JUDGE = name, judge
+    TUNE_INPUTS, EVAL_CLASSES, EVAL_SEEDS = inputs["tune"], inputs["eval_classes"], inputs["eval_seeds"]
+    MARKER = "tuned-pareto" if name == "shapes" else f"tuned-pareto-{name}"
+
+
 def call(pipe: Any, classes: list[int], seed: int, steps: int) -> np.ndarray:
-    prompt_embeds, pooled = testbed.testbed_prompt_embeds(classes)
+    prompt_embeds, pooled = testbed.testbed_prompt_embeds(classes, name=TESTBED)
+    size = testbed.testbed_image_size(TESTBED)
     images = pipe(
         prompt_embeds=prompt_embeds,
         pooled_prompt_embeds=pooled,
-        height=testbed.IMAGE_SIZE,
-        width=testbed.IMAGE_SIZE,
+        height=size,
+        width=size,
         num_inference_steps=steps,
         output_type="np",
         generator=torch.Generator().manual_seed(seed),
@@ -456,12 +486,13 @@ def protocol(
     )
 
     def kwargs_of(classes: list[int], seed: int) -> dict[str, Any]:
-        prompt_embeds, pooled = testbed.testbed_prompt_embeds(classes)
+        prompt_embeds, pooled = testbed.testbed_prompt_embeds(classes, name=TESTBED)
+        size = testbed.testbed_image_size(TESTBED)
         return {
             "prompt_embeds": prompt_embeds,
             "pooled_prompt_embeds": pooled,
-            "height": testbed.IMAGE_SIZE,
-            "width": testbed.IMAGE_SIZE,
+            "height": size,
+            "width": size,
             "num_inference_steps": steps,
             "output_type": "np",
             "generator": torch.Generator().manual_seed(seed),
@@ -519,6 +550,7 @@ def protocol(
                 "calib_psnr": options.psnr,
                 "calib_worst": options.psnr_worst,
                 "loo_psnr": options.loo_psnr,
+                "cross_fitted_psnr": getattr(options, "cross_fitted_psnr", None),
                 "loo_worst": min(options.loo_psnrs) if options.loo_psnrs else None,
                 "speedup": options.speedup,  # a fixed schedule: the same on every input
                 "psnr": options.psnr,  # its own verified score on the tuning inputs
@@ -573,6 +605,7 @@ def protocol(
         row.update(speedup=steps / n, psnr=float(np.mean(row["psnrs"])), worst=float(min(row["psnrs"])))
         fewer[target] = row
         print(f"[{steps}] fewer steps {target:.1f}x: {n} steps {row['psnr']:6.2f} dB", flush=True)
+    judged = judge_rows(pipe, counter, steps, ck, targets, picks, evaluated, fewer) if JUDGE else None
     eval_seconds = time.time() - eval_started
 
     side_of = {c.family: c.side for c in configs}
@@ -597,6 +630,7 @@ def protocol(
         "best": best,
         "calibrated": calibrated,
         "fewer": fewer,
+        "judged": judged,
         "configs": len(configs),
         "families": sorted({c.family for c in configs}),
         "eval_inputs": eval_inputs,
@@ -605,6 +639,60 @@ def protocol(
         "calibrate_seconds": calibrate_seconds,
         "eval_seconds": eval_seconds,
     }
+
+
+def judge_rows(
+    pipe: Any,
+    counter: run_bench.BlockCounter,
+    steps: int,
+    ck: Checkpoint,
+    targets: tuple[float, ...],
+    picks: dict[float, dict[str, dict[str, Any] | None]],
+    evaluated: dict[tuple[str, str], dict[str, Any]],
+    fewer: dict[float, dict[str, Any]],
+) -> dict[str, dict[str, float]]:
+    """`cache_dit.testing.judge.score` (accuracy, fd) of the uncached output, of real data-generator images (the
+    fd floor), of fewer steps and of every evaluated pick, on the judge set (never used for tuning)."""
+    from cache_dit.testing import judge
+
+    inputs = TESTBED_INPUTS[TESTBED]
+    judge_inputs = [(list(inputs["judge_classes"]), seed) for seed in inputs["judge_seeds"]]
+    ids = np.concatenate([classes for classes, _ in judge_inputs])
+    rows: dict[str, dict[str, float]] = {}
+
+    def scored(key: str, make: Callable[[], np.ndarray]) -> dict[str, float]:
+        full_key = f"{steps}|judge|{key}"
+        if full_key not in ck:
+            ck[full_key] = judge.score(make(), ids, TESTBED)
+        return ck[full_key]
+
+    reference = ck.array(
+        f"{steps}|reference|judge", lambda: [call(pipe, c, s, steps) for c, s in judge_inputs]
+    )
+    rows[f"uncached ({steps} steps)"] = scored("uncached", lambda: reference)
+    real_key = f"{steps}|judge|real"
+    if real_key not in ck:  # as many real images of the same classes (bench/baselines.py's fd floor)
+        count = len(judge_inputs) * testbed.testbed_num_classes(TESTBED)
+        real, real_ids = judge.data_images(TESTBED, count, seed=7, classes=inputs["judge_classes"])
+        ck[real_key] = judge.score(real, real_ids, TESTBED)
+    rows["real data (fd floor)"] = ck[real_key]
+    for target in targets:
+        n = fewer[target]["steps"]
+        rows[f"fewer steps ({n})"] = scored(
+            f"fewer|{n}", lambda n=n: np.concatenate([call(pipe, c, s, n) for c, s in judge_inputs])
+        )
+        for family, chosen in picks[target].items():
+            if chosen is None:
+                continue
+            label = f"{family}: {chosen['label']}"
+            if label not in rows:
+                rows[label] = scored(
+                    f"{family}|{chosen['label']}",
+                    lambda chosen=chosen: run_config(pipe, counter, chosen["config"], judge_inputs, steps)[0],
+                )
+            evaluated[(family, chosen["label"])]["judge"] = rows[label]
+        fewer[target]["judge"] = rows[f"fewer steps ({n})"]
+    return rows
 
 
 def wide_timing(result: dict[str, Any], quick: bool) -> dict[str, Any]:
@@ -751,6 +839,11 @@ def section_lines(result: dict[str, Any], quick: bool) -> list[str]:
                 misses.append("leave-one-out off by > 1.5 dB")
             verdict = "ahead, all targets met" if not misses else "MISSED: " + ", ".join(misses)
         fewer_cell = f"{_cell(few['psnr'], few['worst'], few['speedup'])} ({few['steps']} steps)"
+        if result.get("judged"):
+            ours_cell += _judge_cell(ev)
+            fewer_cell += _judge_cell(few)
+            if p is not None:
+                peer_cell = peer_cell.replace(" (", _judge_cell(p[3]) + " (", 1)
         table.append(
             f"| {target:.1f}x | {ours_cell} | {loo} ({loo_gap}) | {peer_cell} | {gap} | {worst_gap} | "
             f"{fewer_cell} | {verdict} |"
@@ -771,6 +864,23 @@ def section_lines(result: dict[str, Any], quick: bool) -> list[str]:
                 line + f"{chosen['label']} | {chosen['speedup']:.2f}x | {chosen['psnr']:.2f} | "
                 f"{fev['speedup']:.2f}x | {fev['psnr']:.2f} / {fev['worst']:.2f} |"
             )
+    judge_lines = []
+    if result.get("judged"):
+        inputs = TESTBED_INPUTS[TESTBED]
+        judge_lines = [
+            f"Judge at {steps} steps (`cache_dit.testing.judge.score` on the judge set: classes "
+            f"{inputs['judge_classes']} x seeds {inputs['judge_seeds']}, never used for tuning; accuracy = "
+            "fraction predicted as the class asked for, higher is better; fd = Fréchet distance of the judge's "
+            "features to the data, lower is better). The table above shows them as `acc a, fd f` after the PSNR.",
+            "",
+            "| run | accuracy | fd |",
+            "| --- | --- | --- |",
+            *[
+                f"| {name} | {row['accuracy']:.3f} | {row['fd']:.2f} |"
+                for name, row in result["judged"].items()
+            ],
+            "",
+        ]
     grid_lines = [
         f"- {family}: " + "; ".join(f"{k} in {v}" for k, v in params.items()) + "."
         for family, params in grids(quick, steps).items()
@@ -800,6 +910,7 @@ def section_lines(result: dict[str, Any], quick: bool) -> list[str]:
         "| --- | --- | --- | --- | --- | --- | --- |",
         *calib_rows,
         "",
+        *judge_lines,
         f"Peer grids at {steps} steps (all combinations):",
         "",
         *grid_lines,
@@ -812,6 +923,11 @@ def section_lines(result: dict[str, Any], quick: bool) -> list[str]:
         *detail,
         "",
     ]
+
+
+def _judge_cell(ev: dict[str, Any]) -> str:
+    judged = ev.get("judge")
+    return "" if judged is None else f"; acc {judged['accuracy']:.2f}, fd {judged['fd']:.1f}"
 
 
 def summary_lines(results: dict[int, dict[str, Any]]) -> list[str]:
@@ -851,7 +967,7 @@ def run(
     """Tune, pick, evaluate at every step count (time the 28-step picks on the wide config with `wide`);
     returns the markdown lines of the section and the raw results."""
     started = time.time()
-    pipe = testbed.load_testbed_pipeline()
+    pipe = testbed.load_testbed_pipeline(name=TESTBED)
     pipe.set_progress_bar_config(disable=True)
     counter = run_bench.BlockCounter(pipe.transformer)
     ck = Checkpoint(checkpoint)
@@ -864,14 +980,15 @@ def run(
     run_families = sorted({f for r in results.values() for f in r["families"]})
     lines = [
         f"<!-- {MARKER}:start -->",
-        "## Tuned Pareto: budget mode and every peer tuned on the same inputs, evaluated on other inputs",
+        "## Tuned Pareto: budget mode and every peer tuned on the same inputs, evaluated on other inputs"
+        + ("" if TESTBED == "shapes" else f" ({TESTBED} testbed)"),
         "",
         f"Generated by `bench/tuned_pareto.py{' --quick' if quick else ''}` on "
         f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())} ({total_seconds:.0f} s in the last invocation, "
         "2 shared CPU cores).",
         "",
         f"Protocol, at {' and '.join(str(s) for s in step_counts)} steps, each step count tuned on its own. Trained "
-        "testbed (`load_testbed_pipeline()`), speed = uncached block calls / cached block calls (counted below "
+        f"testbed (`load_testbed_pipeline({'' if TESTBED == 'shapes' else repr(TESTBED)})`), speed = uncached block calls / cached block calls (counted below "
         "every cache), quality = PSNR per image against the uncached output of the same input, on the float "
         "output (`output_type='np'`, no 8-bit rounding). (1) Tuning inputs, the same for every method: "
         + "; ".join(f"classes {c} seed {s}" for c, s in TUNE_INPUTS)
@@ -954,6 +1071,10 @@ def main(argv: list[str] | None = None) -> int:
         "--no-wide", action="store_true", help="skip the wall-clock timing on the wide config"
     )
     parser.add_argument("--targets", type=float, nargs="+", default=list(TARGETS), help="target speedups")
+    parser.add_argument("--testbed", choices=list(TESTBED_INPUTS), default="shapes")
+    parser.add_argument(
+        "--judge", action="store_true", help="judge accuracy and fd of every pick (always on for scenes)"
+    )
     parser.add_argument(
         "--window",
         type=float,
@@ -966,6 +1087,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"tuned_pareto: --steps must be >= 2, got {bad}", file=sys.stderr)
         return 2
     torch.set_num_threads(1)
+    configure(args.testbed, args.judge or args.testbed == "scenes")
     families = tuple(args.families) if args.families else None
     lines, results = run(
         args.quick,
@@ -983,7 +1105,8 @@ def main(argv: list[str] | None = None) -> int:
     text = text.replace(old[0], section) if old else text.rstrip("\n") + "\n\n" + section + "\n"
     path.write_text(text)
     print(f"wrote {path}")
-    print(f"wrote {plot(results['results'], Path(args.out) / 'tuned_pareto.png')}")
+    suffix = "" if TESTBED == "shapes" else f"_{TESTBED}"
+    print(f"wrote {plot(results['results'], Path(args.out) / f'tuned_pareto{suffix}.png')}")
     return 0
 
 
