@@ -192,3 +192,16 @@ def test_init_from_recovers_the_compositional_class_table(tmp_path) -> None:
     (tmp_path / "x.safetensors").rename(tmp_path / "bad" / "class_embeds.safetensors")
     with pytest.raises(ValueError, match="not compositional"):
         testbed_train._load_class_table_into(target, tmp_path / "bad")
+
+
+def test_encoded_scenes_keep_each_images_own_label() -> None:
+    """The scenes data set is made in chunks of 256 whose classes restart at 0; the labels of the encoded latents
+    must be each image's own (before, a chunk's labels were shifted by its offset: 256 % 36 = 4 per chunk)."""
+    from cache_dit.testing import testbed_train
+
+    spec = tb.testbed_spec("scenes")
+    vae = tb.AutoencoderKL.from_config(spec.vae_config).eval()
+    latents, labels = testbed_train.encode_dataset(vae, 44, seed=1, spec=spec, chunk=40)
+    expected = torch.cat([spec.make_dataset(40, seed=1000)[1], spec.make_dataset(4, seed=1040)[1]])
+    assert len(latents) == 44 and torch.equal(labels, expected)
+    assert labels[40:].tolist() == [0, 1, 2, 3]

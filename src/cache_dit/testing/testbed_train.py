@@ -84,7 +84,7 @@ def train_vae(
 
 @torch.no_grad()
 def encode_dataset(
-    vae: tb.AutoencoderKL, num_images: int, seed: int, spec: tb.TestbedSpec | None = None
+    vae: tb.AutoencoderKL, num_images: int, seed: int, spec: tb.TestbedSpec | None = None, chunk: int = 256
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Raw (unscaled) latent means ``(N, C, h, w)`` and labels ``(N,)`` of a procedural data set."""
     spec = spec or tb.testbed_spec()
@@ -92,13 +92,11 @@ def encode_dataset(
         images, labels_t = spec.make_dataset(num_images, seed=seed)
         return torch.cat([vae.encode(chunk).latent_dist.mode() for chunk in images.split(128)]), labels_t
     chunks, labels = [], []
-    for offset in range(
-        0, num_images, 256
-    ):  # images are made per chunk: 128x128 scenes would need GBs at once
-        count = min(256, num_images - offset)
-        images, _ = spec.make_dataset(count, seed=seed * 1000 + offset)
+    for offset in range(0, num_images, chunk):  # made per chunk: 128x128 scenes would need GBs at once
+        count = min(chunk, num_images - offset)
+        images, chunk_labels = spec.make_dataset(count, seed=seed * 1000 + offset)
         chunks.append(torch.cat([vae.encode(chunk).latent_dist.mode() for chunk in images.split(64)]))
-        labels.append((torch.arange(offset, offset + count)) % spec.num_classes)
+        labels.append(chunk_labels)  # each chunk's classes start at 0 again: its own labels, not the offset's
     return torch.cat(chunks), torch.cat(labels)
 
 
