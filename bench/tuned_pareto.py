@@ -1072,6 +1072,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--targets", type=float, nargs="+", default=list(TARGETS), help="target speedups")
     parser.add_argument("--testbed", choices=list(TESTBED_INPUTS), default="shapes")
+    parser.add_argument("--threads", type=int, default=1, help="torch threads (default 1: shared cores)")
     parser.add_argument(
         "--judge", action="store_true", help="judge accuracy and fd of every pick (always on for scenes)"
     )
@@ -1086,7 +1087,7 @@ def main(argv: list[str] | None = None) -> int:
     if bad:
         print(f"tuned_pareto: --steps must be >= 2, got {bad}", file=sys.stderr)
         return 2
-    torch.set_num_threads(1)
+    torch.set_num_threads(args.threads)
     configure(args.testbed, args.judge or args.testbed == "scenes")
     families = tuple(args.families) if args.families else None
     lines, results = run(
