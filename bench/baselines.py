@@ -74,23 +74,11 @@ DEFAULT_SHIFT = "pipeline default"
 SHIFTS: tuple[float | str, ...] = (DEFAULT_SHIFT, 1.0, 2.0, 3.0, 4.5)
 SAME = "fewer steps (same scheduler)"
 INPUTS: dict[str, dict[str, Any]] = {
-    # the tuned Pareto's own tuning and evaluation inputs, so its cache rows and these baselines are compared on the
-    # same images; the judge scores every class on each judge seed (one batched call per seed)
-    "shapes": {
-        "tune": [(list(c), s) for c, s in tuned_pareto.TUNE_INPUTS],
-        "eval_classes": list(tuned_pareto.EVAL_CLASSES),
-        "eval_seeds": list(tuned_pareto.EVAL_SEEDS),
-        "judge_classes": list(range(12)),
-        "judge_seeds": [1, 2, 3],
-    },
-    # scenes: 36 classes (kind x colour x count); the judge set has each kind x colour once, the count cycling 1, 2, 3
-    "scenes": {
-        "tune": [([1, 11, 21, 32], 0), ([5, 16, 24, 30], 4)],
-        "eval_classes": [2, 13, 18, 34],
-        "eval_seeds": [1, 2, 3],
-        "judge_classes": [3 * kc + kc % 3 for kc in range(12)],
-        "judge_seeds": [1, 2, 3],
-    },
+    # the tuned Pareto's own tuning, evaluation and judge inputs (`tuned_pareto.TESTBED_INPUTS`), so its cache rows
+    # and these baselines are compared on the same images; the judge scores every kind x colour class on each judge
+    # seed (one batched call per seed)
+    name: {**inputs, "tune": [(list(c), s) for c, s in inputs["tune"]]}
+    for name, inputs in tuned_pareto.TESTBED_INPUTS.items()
 }
 REAL_DATA_SEED = 7  # data-generator seed of the real images scored beside the runs (the judge's fd floor)
 

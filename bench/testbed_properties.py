@@ -73,7 +73,33 @@ def measure(name: str | None, seeds: int, steps: int = 28) -> dict:
         "half": (float(half_all.mean()), float(half_all.min())),
         "reuse": (float(reuse_all.mean()), float(reuse_all.min())),
         "profile": profile.tolist(),
+        "judge": judge_rows(pipe, name, seeds),
     }
+
+
+def judge_rows(pipe, name: str | None, seeds: int) -> list[tuple[str, float, float]]:
+    """`cache_dit.testing.judge.score` of uncached runs at 28 and 50 steps, of fewer steps (14, 9, 7: 2x, 3x, 4x
+    of 28) and of as many real images, on every kind x colour class once per seed (12 classes; the count cycles
+    1, 2, 3 on scenes) at the held-out seeds. Saves the 28-step images of the first seed as the samples plot."""
+    from cache_dit.testing import judge
+
+    n = tb.testbed_num_classes(name)
+    classes = [3 * kc + kc % 3 for kc in range(12)] if n == 36 else list(range(n))
+    ids = np.asarray(classes * seeds)
+    rows = []
+    for steps in (28, 50, 14, 9, 7):
+        images = np.concatenate([_sample(pipe, name, classes, 100 + s, steps) for s in range(seeds)])
+        if steps == 28:
+            grid = (images[: len(classes)] * 255).round().astype(np.uint8)
+            tb.save_grid(
+                grid, Path(__file__).with_name(f"testbed_{name or 'shapes'}_samples.png"), columns=12, scale=1
+            )
+        scored = judge.score(images, ids, name)
+        rows.append((f"uncached, {steps} steps", scored["accuracy"], scored["fd"]))
+    real, real_ids = judge.data_images(name, seeds * n, seed=7, classes=classes)
+    scored = judge.score(real, real_ids, name)
+    rows.append((f"real data ({len(real)} images, the fd floor)", scored["accuracy"], scored["fd"]))
+    return rows
 
 
 def _section(result: dict, plot: Path) -> str:
@@ -103,6 +129,14 @@ def _section(result: dict, plot: Path) -> str:
         "",
         f"Mean over the first / middle / last third of the steps: {start:.3f} / {middle:.3f} / {end:.3f}. "
         f"Plot: `{plot.name}`.",
+        "",
+        "Judge (`cache_dit.testing.judge.score`; every kind x colour class once per held-out seed; accuracy: "
+        "fraction predicted as the class asked for; fd: Fréchet distance of the judge's features to real data, "
+        f"lower is closer). Samples: `testbed_{result['name']}_samples.png` (28 steps, first seed).",
+        "",
+        "| run | accuracy | fd |",
+        "| --- | --- | --- |",
+        *[f"| {what} | {acc:.3f} | {fd:.2f} |" for what, acc, fd in result.get("judge", [])],
         "",
     ]
     return "\n".join(lines)
