@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import re
+import sys
 import time
 import warnings
 from pathlib import Path
@@ -29,6 +30,9 @@ import torch
 
 from cache_dit.cache_factory import apply_cache_on_pipe, disable_cache
 from cache_dit.testing import testbed as tb
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from tuned_pareto import judge_table  # noqa: E402
 
 RESULTS = Path(__file__).with_name("RESULTS.md")
 
@@ -77,7 +81,7 @@ def measure(name: str | None, seeds: int, steps: int = 28) -> dict:
     }
 
 
-def judge_rows(pipe, name: str | None, seeds: int) -> list[tuple[str, float, float]]:
+def judge_rows(pipe, name: str | None, seeds: int) -> dict[str, dict[str, float]]:
     """`cache_dit.testing.judge.score` of uncached runs at 28 and 50 steps, of fewer steps (14, 9, 7: 2x, 3x, 4x
     of 28) and of as many real images, on every kind x colour class once per seed (12 classes; the count cycles
     1, 2, 3 on scenes) at the held-out seeds. Saves the 28-step images of the first seed as the samples plot."""
@@ -86,7 +90,7 @@ def judge_rows(pipe, name: str | None, seeds: int) -> list[tuple[str, float, flo
     n = tb.testbed_num_classes(name)
     classes = [3 * kc + kc % 3 for kc in range(12)] if n == 36 else list(range(n))
     ids = np.asarray(classes * seeds)
-    rows = []
+    rows = {}
     for steps in (28, 50, 14, 9, 7):
         images = np.concatenate([_sample(pipe, name, classes, 100 + s, steps) for s in range(seeds)])
         if steps == 28:
@@ -94,11 +98,9 @@ def judge_rows(pipe, name: str | None, seeds: int) -> list[tuple[str, float, flo
             tb.save_grid(
                 grid, Path(__file__).with_name(f"testbed_{name or 'shapes'}_samples.png"), columns=12, scale=1
             )
-        scored = judge.score(images, ids, name)
-        rows.append((f"uncached, {steps} steps", scored["accuracy"], scored["fd"]))
+        rows[f"uncached, {steps} steps"] = judge.score(images, ids, name)
     real, real_ids = judge.data_images(name, seeds * n, seed=7, classes=classes)
-    scored = judge.score(real, real_ids, name)
-    rows.append((f"real data ({len(real)} images, the fd floor)", scored["accuracy"], scored["fd"]))
+    rows[f"real data ({len(real)} images, the fd floor)"] = judge.score(real, real_ids, name)
     return rows
 
 
@@ -134,9 +136,7 @@ def _section(result: dict, plot: Path) -> str:
         "fraction predicted as the class asked for; fd: Fréchet distance of the judge's features to real data, "
         f"lower is closer). Samples: `testbed_{result['name']}_samples.png` (28 steps, first seed).",
         "",
-        "| run | accuracy | fd |",
-        "| --- | --- | --- |",
-        *[f"| {what} | {acc:.3f} | {fd:.2f} |" for what, acc, fd in result.get("judge", [])],
+        *(judge_table(result["judge"]) if result.get("judge") else []),
         "",
     ]
     return "\n".join(lines)

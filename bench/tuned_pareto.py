@@ -873,12 +873,7 @@ def section_lines(result: dict[str, Any], quick: bool) -> list[str]:
             "fraction predicted as the class asked for, higher is better; fd = Fréchet distance of the judge's "
             "features to the data, lower is better). The table above shows them as `acc a, fd f` after the PSNR.",
             "",
-            "| run | accuracy | fd |",
-            "| --- | --- | --- |",
-            *[
-                f"| {name} | {row['accuracy']:.3f} | {row['fd']:.2f} |"
-                for name, row in result["judged"].items()
-            ],
+            *judge_table(result["judged"]),
             "",
         ]
     grid_lines = [
@@ -923,6 +918,19 @@ def section_lines(result: dict[str, Any], quick: bool) -> list[str]:
         *detail,
         "",
     ]
+
+
+def judge_table(judged: dict[str, dict[str, float]]) -> list[str]:
+    """One row per judged run: accuracy, the per-attribute accuracies where the judge gave them, fd."""
+    attributes = [key for key in next(iter(judged.values())) if key.endswith("_accuracy")]
+    head = ["accuracy", *[key.replace("_", " ") for key in attributes], "fd"]
+    rows = [
+        f"| {name} | {row['accuracy']:.3f} | "
+        + "".join(f"{row[key]:.3f} | " if key in row else "- | " for key in attributes)
+        + f"{row['fd']:.2f} |"
+        for name, row in judged.items()
+    ]
+    return ["| run | " + " | ".join(head) + " |", "| --- |" + " --- |" * len(head), *rows]
 
 
 def _judge_cell(ev: dict[str, Any]) -> str:

@@ -22,8 +22,10 @@ def real_score(real: tuple[np.ndarray, np.ndarray]) -> dict[str, float]:
 
 
 def test_real_images_are_recognised_with_a_small_fd(real_score: dict[str, float]) -> None:
-    assert set(real_score) == {"accuracy", "fd"}
+    assert set(real_score) == {"accuracy", "fd", "kind_accuracy", "colour_accuracy"}
     assert real_score["accuracy"] >= 0.95  # 1.0 with the committed weights
+    assert real_score["kind_accuracy"] >= real_score["accuracy"]
+    assert real_score["colour_accuracy"] >= real_score["accuracy"]
     assert 0.0 < real_score["fd"] < 1.0  # 0.42 with the committed weights; sampled uncached runs: ~9
 
 
@@ -43,6 +45,31 @@ def test_wrong_labels_give_low_accuracy_and_the_same_fd(
     shifted = judge.score(images, np.roll(ids, 1))  # every label wrong, same class histogram
     assert shifted["accuracy"] <= 0.05
     assert shifted["fd"] == real_score["fd"]  # the fd reference depends only on the class counts
+
+
+@pytest.mark.parametrize("testbed", [None, "scenes"])
+def test_class_attributes_match_the_class_names(testbed: str | None) -> None:
+    from cache_dit.testing import scenes
+
+    ids = np.arange(tb.testbed_num_classes(testbed))
+    attributes = judge.class_attributes(ids, testbed)
+    if testbed == "scenes":
+        expected = [scenes.class_attribute_indices(int(i)) for i in ids]
+        assert list(attributes) == ["kind", "colour", "count"]
+    else:
+        names = [tb.class_shape_and_color(int(i)) for i in ids]
+        expected = [(tb.SHAPES.index(shape), list(tb.COLORS).index(colour)) for shape, colour in names]
+        assert list(attributes) == ["kind", "colour"]
+    np.testing.assert_array_equal(np.stack(list(attributes.values()), axis=1), np.array(expected))
+
+
+def test_a_label_wrong_in_one_attribute_keeps_the_others(real: tuple[np.ndarray, np.ndarray]) -> None:
+    images, ids = real
+    ids = ids[:24]
+    assert (judge.predict(images[:24]) == ids).all()  # the judge gets these right: exact values below
+    same_colour_next_kind = (ids + len(tb.COLORS)) % tb.NUM_CLASSES  # the colour stays, the kind changes
+    result = judge.score(images[:24], same_colour_next_kind)
+    assert (result["accuracy"], result["kind_accuracy"], result["colour_accuracy"]) == (0.0, 0.0, 1.0)
 
 
 def test_blur_and_noise_raise_the_fd(
@@ -89,6 +116,10 @@ def test_scenes_judge_recognises_real_scenes() -> None:
     images, ids = judge.data_images("scenes", 2 * tb.testbed_num_classes("scenes"), seed=3)
     assert images.shape == (72, size, size, 3)
     assert (judge.predict(images, testbed="scenes") == ids).mean() >= 0.95  # 1.0 with the committed weights
+    wrong_count = ids - ids % 3 + (ids + 1) % 3  # the same kind and colour, the next count
+    result = judge.score(images, wrong_count, testbed="scenes")
+    assert result["count_accuracy"] <= 0.05
+    assert result["kind_accuracy"] >= 0.95 and result["colour_accuracy"] >= 0.95
 
 
 @pytest.mark.parametrize(

@@ -58,6 +58,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from cache_dit.metrics.fid import ActivationStatistics, RunningMoments, frechet_distance
+from cache_dit.testing import testbed as tb
 from cache_dit.testing.testbed import TESTBED_NAMES, TestbedSpec, testbed_spec
 
 WEIGHTS_DIR = Path(__file__).with_name("weights_judge")
@@ -275,8 +276,11 @@ def score(images: Any, class_ids: Sequence[int] | np.ndarray, testbed: str | Non
 
     Returns:
         ``{"accuracy": fraction of images predicted as their class, "fd": Fréchet distance of the judge's
-        features against the reference images of the same classes in the same proportions}``. Lower fd is
-        closer to the data; it grows with blur, noise, wrong content and too little variety.
+        features against the reference images of the same classes in the same proportions}``, and per attribute
+        of the class (:func:`class_attributes`: kind and colour; count on "scenes") ``"<attribute>_accuracy"``,
+        the fraction whose predicted class has the attribute asked for (a model can get the colour right and
+        the count wrong). Lower fd is closer to the data; it grows with blur, noise, wrong content and too
+        little variety.
     """
     judge = load_judge(testbed)
     inputs = _as_judge_input(images, judge.spec)
@@ -287,10 +291,35 @@ def score(images: Any, class_ids: Sequence[int] | np.ndarray, testbed: str | Non
     moments = RunningMoments(feats.shape[1])
     moments.update(feats)
     reference = judge.reference_statistics(np.bincount(ids, minlength=judge.spec.num_classes))
-    return {
-        "accuracy": float((logits.argmax(axis=1) == ids).mean()),
+    predicted = logits.argmax(axis=1)
+    result = {
+        "accuracy": float((predicted == ids).mean()),
         "fd": frechet_distance(moments.statistics(), reference),
     }
+    asked, got = class_attributes(ids, judge.spec.name), class_attributes(predicted, judge.spec.name)
+    for name in asked:
+        result[f"{name}_accuracy"] = float((asked[name] == got[name]).mean())
+    return result
+
+
+def class_attributes(
+    class_ids: Sequence[int] | np.ndarray, testbed: str | None = None
+) -> dict[str, np.ndarray]:
+    """Each class id's attributes as indices: ``{"kind": ..., "colour": ...}`` (and ``"count"`` on "scenes"),
+    so that a judge's prediction can be right in one attribute and wrong in another.
+
+    >>> {k: v.tolist() for k, v in class_attributes([0, 5, 11]).items()}
+    {'kind': [0, 1, 2], 'colour': [0, 1, 3]}
+    """
+    ids = np.asarray(class_ids, dtype=np.int64)
+    if testbed_spec(testbed).name == "scenes":
+        from cache_dit.testing import scenes
+
+        kind_colour, count = np.divmod(ids, len(scenes.COUNTS))
+        kind, colour = np.divmod(kind_colour, len(scenes.COLORS))
+        return {"kind": kind, "colour": colour, "count": count}
+    kind, colour = np.divmod(ids, len(tb.COLORS))
+    return {"kind": kind, "colour": colour}
 
 
 def data_images(
