@@ -150,11 +150,16 @@ def test_training_resumes_bit_for_bit_from_its_checkpoint(tmp_path) -> None:
     _, _, stats = testbed_train.train_transformer(
         latents, labels, log_path=tmp_path / "b.pt", stop_at=2, **kwargs
     )
-    assert stats["transformer_steps"] == 2 and torch.load(tmp_path / "b.pt")["step"] == 2
+    stopped = torch.load(tmp_path / "b.pt")
+    assert stats["transformer_steps"] == 2 and stopped["step"] == 2
+    assert 0.0 < stopped["seconds"] <= stats["transformer_seconds"]
     resumed, resumed_cond, stats = testbed_train.train_transformer(
         latents, labels, log_path=tmp_path / "b.pt", resume=True, **kwargs
     )
     assert stats["transformer_steps"] == 4
+    # the resumed run's time counts the first run's seconds too (the checkpoint's), then its own
+    assert stats["transformer_seconds"] > stopped["seconds"]
+    assert torch.load(tmp_path / "b.pt")["seconds"] > stopped["seconds"]
     for (name, a), b in zip(straight.state_dict().items(), resumed.state_dict().values()):
         assert torch.equal(a, b), name
     assert torch.equal(straight_cond.prompt, resumed_cond.prompt)

@@ -164,8 +164,10 @@ def _save_checkpoint(
     step: int,
     total_steps: int,
     running: float,
+    seconds: float,
 ) -> None:
-    """Everything a killed run needs to continue bit for bit; written to a temporary file, then renamed."""
+    """Everything a killed run needs to continue bit for bit (and the training seconds so far, so that a resumed
+    run records the whole run's time); written to a temporary file, then renamed."""
     state = {
         "model": model.state_dict(),
         "ema": ema.state_dict(),
@@ -174,6 +176,7 @@ def _save_checkpoint(
         "step": step,
         "total_steps": total_steps,
         "running": running,
+        "seconds": seconds,
     }
     tmp = Path(path).with_suffix(".tmp")
     torch.save(state, tmp)
@@ -260,6 +263,7 @@ def train_transformer(
     generator = torch.Generator().manual_seed(seed)
     running = float("nan")
     first = 0
+    prior_seconds = 0.0  # training seconds of the earlier runs a resumed run continues
     if resume:
         if log_path is None or not Path(log_path).exists():
             raise FileNotFoundError(f"resume: no checkpoint at {log_path}")
@@ -273,6 +277,7 @@ def train_transformer(
         optimizer.load_state_dict(saved["optimizer"])
         generator.set_state(saved["generator"])
         first, running = saved["step"], saved["running"]
+        prior_seconds = saved.get("seconds", 0.0)
         _log(f"resumed from {log_path} at step {first}", start)
     ema_warm = init_from is not None  # the EMA of a fine-tune starts from trained weights: no decay ramp
     done = first
@@ -316,15 +321,17 @@ def train_transformer(
         if step % 50 == 0 or step == steps - 1:
             _log(f"transformer step {step}/{steps} loss(ema) {running:.4f}", start)
         if log_path is not None and (done % checkpoint_every == 0 or done == steps):
-            _save_checkpoint(log_path, model, ema, optimizer, generator, done, steps, running)
+            seconds = prior_seconds + time.time() - start
+            _save_checkpoint(log_path, model, ema, optimizer, generator, done, steps, running, seconds)
     if stopped_early and log_path is not None:
-        _save_checkpoint(log_path, model, ema, optimizer, generator, done, steps, running)
+        seconds = prior_seconds + time.time() - start
+        _save_checkpoint(log_path, model, ema, optimizer, generator, done, steps, running, seconds)
         _log(f"checkpoint kept at {log_path}: continue with --resume", start)
     stats = {
         "transformer_steps": done,
         "transformer_total_steps": steps,
         "transformer_loss": running,
-        "transformer_seconds": time.time() - start,
+        "transformer_seconds": prior_seconds + time.time() - start,  # a resumed run: every run's seconds
     }
     return ema["transformer"], ema["cond"], stats
 
