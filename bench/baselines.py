@@ -80,7 +80,7 @@ INPUTS: dict[str, dict[str, Any]] = {
     name: {**inputs, "tune": [(list(c), s) for c, s in inputs["tune"]]}
     for name, inputs in tuned_pareto.TESTBED_INPUTS.items()
 }
-REAL_DATA_SEED = 7  # data-generator seed of the real images scored beside the runs (the judge's fd floor)
+REAL_DATA_SEED = tuned_pareto.REAL_DATA_SEED  # the real images scored beside the runs (the judge's fd floor)
 
 
 class FluxHeunScheduler(FlowMatchHeunDiscreteScheduler):

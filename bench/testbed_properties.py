@@ -32,7 +32,7 @@ from cache_dit.cache_factory import apply_cache_on_pipe, disable_cache
 from cache_dit.testing import testbed as tb
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from tuned_pareto import judge_table  # noqa: E402
+from tuned_pareto import REAL_DATA_SEED, TESTBED_INPUTS, judge_table  # noqa: E402
 
 RESULTS = Path(__file__).with_name("RESULTS.md")
 
@@ -88,7 +88,7 @@ def judge_rows(pipe, name: str | None, seeds: int) -> dict[str, dict[str, float]
     from cache_dit.testing import judge
 
     n = tb.testbed_num_classes(name)
-    classes = [3 * kc + kc % 3 for kc in range(12)] if n == 36 else list(range(n))
+    classes = TESTBED_INPUTS[name or "shapes"]["judge_classes"]
     ids = np.asarray(classes * seeds)
     rows = {}
     for steps in (28, 50, 14, 9, 7):
@@ -99,7 +99,7 @@ def judge_rows(pipe, name: str | None, seeds: int) -> dict[str, dict[str, float]
                 grid, Path(__file__).with_name(f"testbed_{name or 'shapes'}_samples.png"), columns=12, scale=1
             )
         rows[f"uncached, {steps} steps"] = judge.score(images, ids, name)
-    real, real_ids = judge.data_images(name, seeds * n, seed=7, classes=classes)
+    real, real_ids = judge.data_images(name, seeds * n, seed=REAL_DATA_SEED, classes=classes)
     rows[f"real data ({len(real)} images, the fd floor)"] = judge.score(real, real_ids, name)
     return rows
 

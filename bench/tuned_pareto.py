@@ -83,6 +83,7 @@ TESTBED_INPUTS: dict[str, dict[str, Any]] = {
         "judge_seeds": [1, 2, 3],
     },
 }
+REAL_DATA_SEED = 7  # data-generator seed of the real images scored beside the runs (the judge's fd floor)
 TESTBED: str = "shapes"  # set by --testbed (configure)
 JUDGE = False  # score every pick with cache_dit.testing.judge on the judge set (--judge; on for scenes)
 TARGETS = (1.5, 2.0, 2.5, 3.0, 4.0)
@@ -383,18 +384,23 @@ def configure(name: str, judge: bool) -> None:
     MARKER = "tuned-pareto" if name == "shapes" else f"tuned-pareto-{name}"
 
 
-def call(pipe: Any, classes: list[int], seed: int, steps: int) -> np.ndarray:
+def call_kwargs(classes: list[int], seed: int, steps: int) -> dict[str, Any]:
+    """The pipeline call of one input on the testbed being run: its classes' embeddings, seeded noise."""
     prompt_embeds, pooled = testbed.testbed_prompt_embeds(classes, name=TESTBED)
     size = testbed.testbed_image_size(TESTBED)
-    images = pipe(
-        prompt_embeds=prompt_embeds,
-        pooled_prompt_embeds=pooled,
-        height=size,
-        width=size,
-        num_inference_steps=steps,
-        output_type="np",
-        generator=torch.Generator().manual_seed(seed),
-    ).images
+    return {
+        "prompt_embeds": prompt_embeds,
+        "pooled_prompt_embeds": pooled,
+        "height": size,
+        "width": size,
+        "num_inference_steps": steps,
+        "output_type": "np",
+        "generator": torch.Generator().manual_seed(seed),
+    }
+
+
+def call(pipe: Any, classes: list[int], seed: int, steps: int) -> np.ndarray:
+    images = pipe(**call_kwargs(classes, seed, steps)).images
     return np.clip(np.asarray(images, dtype=np.float64), 0.0, 1.0)
 
 
@@ -485,20 +491,7 @@ def protocol(
         f"{steps}|reference|eval", lambda: [call(pipe, c, s, steps) for c, s in eval_inputs]
     )
 
-    def kwargs_of(classes: list[int], seed: int) -> dict[str, Any]:
-        prompt_embeds, pooled = testbed.testbed_prompt_embeds(classes, name=TESTBED)
-        size = testbed.testbed_image_size(TESTBED)
-        return {
-            "prompt_embeds": prompt_embeds,
-            "pooled_prompt_embeds": pooled,
-            "height": size,
-            "width": size,
-            "num_inference_steps": steps,
-            "output_type": "np",
-            "generator": torch.Generator().manual_seed(seed),
-        }
-
-    first_kwargs = {k: v for k, v in kwargs_of(*tune_inputs[0]).items() if k != "generator"}
+    first_kwargs = {k: v for k, v in call_kwargs(*tune_inputs[0], steps).items() if k != "generator"}
     needs_mag = families is None or "diffusers MagCache (calibrated)" in families
     mag_ratios = calibrate_mag_ratios(pipe, first_kwargs, steps) if needs_mag else []  # first tuning input
 
@@ -536,7 +529,7 @@ def protocol(
             t0 = time.time()
             options = cache_dit.calibrate(
                 pipe,
-                [kwargs_of(c, s) for c, s in tune_inputs],
+                [call_kwargs(c, s, steps) for c, s in tune_inputs],
                 target_speedup=target,
                 verbose=True,
                 progress=False,
@@ -550,7 +543,7 @@ def protocol(
                 "calib_psnr": options.psnr,
                 "calib_worst": options.psnr_worst,
                 "loo_psnr": options.loo_psnr,
-                "cross_fitted_psnr": getattr(options, "cross_fitted_psnr", None),
+                "cross_fitted_psnr": options.cross_fitted_psnr,
                 "loo_worst": min(options.loo_psnrs) if options.loo_psnrs else None,
                 "speedup": options.speedup,  # a fixed schedule: the same on every input
                 "psnr": options.psnr,  # its own verified score on the tuning inputs
@@ -673,7 +666,9 @@ def judge_rows(
     real_key = f"{steps}|judge|real"
     if real_key not in ck:  # as many real images of the same classes (bench/baselines.py's fd floor)
         count = len(judge_inputs) * testbed.testbed_num_classes(TESTBED)
-        real, real_ids = judge.data_images(TESTBED, count, seed=7, classes=inputs["judge_classes"])
+        real, real_ids = judge.data_images(
+            TESTBED, count, seed=REAL_DATA_SEED, classes=inputs["judge_classes"]
+        )
         ck[real_key] = judge.score(real, real_ids, TESTBED)
     rows["real data (fd floor)"] = ck[real_key]
     for target in targets:

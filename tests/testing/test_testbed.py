@@ -190,11 +190,11 @@ def test_init_from_recovers_the_compositional_class_table(tmp_path) -> None:
     torch.testing.assert_close(target.embed(ids)[1], source.embed(ids)[1], atol=1e-5, rtol=0)
     broken = source.pooled.detach().clone()
     broken[0] += 1.0  # no longer a sum of attribute parts
-    save_file(
-        {"prompt": source.prompt.detach().contiguous(), "pooled": broken}, str(tmp_path / "x.safetensors")
-    )
     (tmp_path / "bad").mkdir()
-    (tmp_path / "x.safetensors").rename(tmp_path / "bad" / "class_embeds.safetensors")
+    save_file(
+        {"prompt": source.prompt.detach().contiguous(), "pooled": broken},
+        str(tmp_path / "bad" / "class_embeds.safetensors"),
+    )
     with pytest.raises(ValueError, match="not compositional"):
         testbed_train._load_class_table_into(target, tmp_path / "bad")
 

@@ -90,12 +90,12 @@ def encode_dataset(
     spec = spec or tb.testbed_spec()
     if spec.name == "shapes":  # the committed shapes weights were trained on this one-call data set
         images, labels_t = spec.make_dataset(num_images, seed=seed)
-        return torch.cat([vae.encode(chunk).latent_dist.mode() for chunk in images.split(128)]), labels_t
+        return torch.cat([vae.encode(part).latent_dist.mode() for part in images.split(128)]), labels_t
     chunks, labels = [], []
     for offset in range(0, num_images, chunk):  # made per chunk: 128x128 scenes would need GBs at once
         count = min(chunk, num_images - offset)
         images, chunk_labels = spec.make_dataset(count, seed=seed * 1000 + offset)
-        chunks.append(torch.cat([vae.encode(chunk).latent_dist.mode() for chunk in images.split(64)]))
+        chunks.append(torch.cat([vae.encode(part).latent_dist.mode() for part in images.split(64)]))
         labels.append(chunk_labels)  # each chunk's classes start at 0 again: its own labels, not the offset's
     return torch.cat(chunks), torch.cat(labels)
 
@@ -281,6 +281,11 @@ def train_transformer(
         _log(f"resumed from {log_path} at step {first}", start)
     ema_warm = init_from is not None  # the EMA of a fine-tune starts from trained weights: no decay ramp
     done = first
+
+    def save_checkpoint() -> None:
+        seconds = prior_seconds + time.time() - start
+        _save_checkpoint(log_path, model, ema, optimizer, generator, done, steps, running, seconds)
+
     stopped_early = False
     for step in range(first, steps):
         if time.time() - start > max_seconds or step == stop_at:
@@ -321,11 +326,9 @@ def train_transformer(
         if step % 50 == 0 or step == steps - 1:
             _log(f"transformer step {step}/{steps} loss(ema) {running:.4f}", start)
         if log_path is not None and (done % checkpoint_every == 0 or done == steps):
-            seconds = prior_seconds + time.time() - start
-            _save_checkpoint(log_path, model, ema, optimizer, generator, done, steps, running, seconds)
+            save_checkpoint()
     if stopped_early and log_path is not None:
-        seconds = prior_seconds + time.time() - start
-        _save_checkpoint(log_path, model, ema, optimizer, generator, done, steps, running, seconds)
+        save_checkpoint()
         _log(f"checkpoint kept at {log_path}: continue with --resume", start)
     stats = {
         "transformer_steps": done,

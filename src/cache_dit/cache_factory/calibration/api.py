@@ -159,11 +159,12 @@ def calibrate(
     ]
     result = CalibratedOptions(chosen.options(fn, bn))
     result.speedup = speed[computed]
-    in_sample = chosen.in_sample or chosen.samples  # what the returned options gave on the calibration inputs
-    result.psnrs = [float(np.mean(per_input)) for per_input in in_sample]
-    result.psnr = float(np.mean([s for per_input in in_sample for s in per_input]))
-    result.psnr_worst = float(min(s for per_input in in_sample for s in per_input))
-    result.cross_fitted_psnr = float(np.mean(chosen.scores)) if chosen.fold_steps else None
+    # what the returned options gave on the calibration inputs (a cross-fitted pick: its fit to every input)
+    runs_as_returned = replace(chosen, samples=chosen.in_sample) if chosen.in_sample else chosen
+    result.psnrs = runs_as_returned.psnrs
+    result.psnr = runs_as_returned.psnr
+    result.psnr_worst = float(min(runs_as_returned.scores))
+    result.cross_fitted_psnr = chosen.psnr if chosen.fold_steps else None
     result.loo_psnrs = loo
     result.loo_psnr = None if loo is None else float(np.mean(loo))
     result.inputs = len(inputs)

@@ -32,15 +32,13 @@ class Candidate:
     samples: list[list[float]] = field(default_factory=list)  # once verified: per input, each sample's PSNR
     mix: bool = False  # TaylorSeer mix_orders
     target: str = "residual"  # what is forecast: the middle's residual, or the transformer's output
-    fit: str | None = (
-        None  # the cost model whose DP fitted `steps` to the inputs (None: a schedule that is not fitted)
-    )
+    # the cost model whose DP fitted `steps` to the inputs (None: a schedule that is not fitted)
+    fit: str | None = None
     # cross-fitted (several inputs, a fitted schedule): per input, the schedule the DP fitted to the *other* inputs,
     # the one `samples` scored on that input; `steps` (fitted to every input) is what the options run
     fold_steps: list[tuple[int, ...]] = field(default_factory=list)
-    in_sample: list[list[float]] = field(
-        default_factory=list
-    )  # cross-fitted and picked: `steps` on every input
+    # cross-fitted and picked: `steps` (the fit to every input) scored on every input
+    in_sample: list[list[float]] = field(default_factory=list)
 
     @property
     def forecaster(self) -> str:
@@ -365,11 +363,13 @@ class ScheduleSearch:
         last = self.labels[-1]
         late = late_start_schedules(self.num_steps, computed, always=always)
         for target in self.targets:
-            schedules = {}
+            schedules: dict[tuple[int, ...], tuple[str, str | None]] = {}  # steps -> (source, fit)
             for label in self.labels:
-                schedules.setdefault(self.best_schedule(target, label, computed), f"dp order 1, {label}")
+                schedules.setdefault(
+                    self.best_schedule(target, label, computed), (f"dp order 1, {label}", label)
+                )
             for steps in uniform_schedules(self.num_steps, computed, always):
-                schedules.setdefault(steps, "uniform")
+                schedules.setdefault(steps, ("uniform", None))
             for label in self.labels:
                 scored = [
                     Candidate(
@@ -378,9 +378,9 @@ class ScheduleSearch:
                         source,
                         self.cost(target, label, steps, order),
                         target=target,
-                        fit=source.removeprefix("dp order 1, ") if source.startswith("dp") else None,
+                        fit=fit,
                     )
-                    for steps, source in schedules.items()
+                    for steps, (source, fit) in schedules.items()
                     for order in orders
                 ]
                 scored.sort(key=lambda c: c.predicted)
