@@ -28,7 +28,7 @@ bench: $(STAMP)
 	$(PY) bench/overhead_bench.py
 	$(PY) bench/baselines.py --testbed shapes
 	$(PY) bench/baselines.py --testbed scenes --steps 28
-	$(PY) bench/tuned_pareto.py --testbed scenes --steps 28 50 --targets 2 3 4 --families "diffusers TaylorSeer lite" --window 1.1 --no-wide
+	$(PY) bench/tuned_pareto.py --testbed scenes --steps 28 50 --families "diffusers TaylorSeer lite" --window 1.1 --no-wide
 	$(PY) bench/testbed_properties.py --testbed shapes
 	$(PY) bench/testbed_properties.py --testbed scenes
 

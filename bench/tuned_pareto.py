@@ -892,7 +892,7 @@ def section_lines(result: dict[str, Any], quick: bool) -> list[str]:
         *table,
         "",
         f"Budget mode at {steps} steps: `cache_dit.calibrate(pipe, [tuning input 1, tuning input 2], "
-        "target_speedup=t)`, every other argument at its default (verify_runs=8, max_order=2, both forecast "
+        "target_speedup=t)`, every other argument at its default (verify_runs=8, screen_runs=16, max_order=2, both forecast "
         "targets, worst_margin=1.0); seconds on 2 shared, loaded CPU cores; calibration PSNR = its own verified "
         "mean / worst sample on the 8 tuning images:",
         "",

@@ -161,7 +161,11 @@ def test_target_speedup_gives_verified_options_and_leaves_the_pipeline_uncached(
     assert get_runner(pipe.transformer) is None
     assert options.speedup == 2.0 and options.num_inference_steps == STEPS
     assert options["Fn_compute_blocks"] == 0 and len(options["compute_steps"]) == 3
-    assert options.runs == 1 + 8  # the recorded run and eight verifications (verify_runs=8)
+    # the recorded run and, with one input, every screened candidate verified: the cost model's first
+    # verify_runs + screen_runs = 8 + 16 (this small search has 8 < n <= 24), each once
+    assert all(row["psnr"] is not None for row in options.table)
+    assert 8 < len(options.table) <= 24 and options.runs == 1 + len(options.table)
+    assert len({(tuple(row["compute_steps"]), row["order"]) for row in options.table}) == len(options.table)
     assert {row["order"].endswith("output") for row in options.table} == {
         True,
         False,
@@ -178,7 +182,10 @@ def test_target_speedup_gives_verified_options_and_leaves_the_pipeline_uncached(
 
 def test_min_psnr_returns_the_fewest_computed_steps_that_reach_it():
     pipe = FLUX.build()
-    probe = cache_dit.calibrate(pipe, _kwargs(), target_speedup=2.0, verify_runs=1, verbose=False)
+    # the first candidate of 3 computed steps, what the binary search probes there
+    probe = cache_dit.calibrate(
+        pipe, _kwargs(), target_speedup=2.0, verify_runs=1, screen_runs=0, verbose=False
+    )
     goal = probe.psnr - 1e-6  # reachable with 3 computed steps
     options = cache_dit.calibrate(pipe, _kwargs(), min_psnr=goal, verbose=False)
     assert options.psnr >= goal
@@ -222,6 +229,8 @@ def test_save_and_load_by_model_and_step_count(tmp_path):
         ({"target_speedup": "2x"}, TypeError, "target_speedup must be a number"),
         ({"min_psnr": float("nan")}, ValueError, "min_psnr must be finite"),
         ({"target_speedup": 2.0, "verify_runs": 0}, ValueError, "verify_runs must be >= 1"),
+        ({"target_speedup": 2.0, "screen_runs": -1}, ValueError, "screen_runs must be >= 0"),
+        ({"target_speedup": 2.0, "screen_runs": 2.0}, TypeError, "screen_runs must be an int"),
         ({"target_speedup": 7.0}, ValueError, "target_speedup=7.0 is out of reach: .* at most 6.00x"),
         ({"target_speedup": 2.0, "cache_types": "output"}, TypeError, "cache_types must be a non-empty list"),
         (
@@ -380,7 +389,9 @@ def test_two_inputs_scored_per_sample_with_a_leave_one_out_estimate(tmp_path, ca
         {**_kwargs(), "prompt_embeds": pe, "pooled_prompt_embeds": pooled, "height": size, "width": size},
     ]
     path = tmp_path / "cal.json"
-    options = cache_dit.calibrate(pipe, inputs, target_speedup=2.0, verify_runs=3, save_to=path)
+    options = cache_dit.calibrate(
+        pipe, inputs, target_speedup=2.0, verify_runs=3, screen_runs=0, save_to=path
+    )
     out = capsys.readouterr().out
     assert torch.equal(generator.get_state(), state)
     assert options.runs == 2 * (1 + 3) and options.inputs == 2 and options.speedup == 2.0
@@ -438,10 +449,17 @@ class _Terminal:
 def test_progress_bar_counts_the_runs_on_a_terminal_only(monkeypatch, progress):
     terminal = _Terminal()
     monkeypatch.setattr("sys.stderr", terminal)
-    cache_dit.calibrate(
-        FLUX.build(), _kwargs(), target_speedup=3.0, verify_runs=1, verbose=False, progress=progress
+    options = cache_dit.calibrate(
+        FLUX.build(),
+        _kwargs(),
+        target_speedup=3.0,
+        verify_runs=1,
+        screen_runs=2,
+        verbose=False,
+        progress=progress,
     )
-    assert ("cache-dit calibrate: 100%" in terminal.text and "2/2" in terminal.text) == progress
+    assert options.runs == 4  # recorded, then 1 + 2 candidates screened (and so verified: one input)
+    assert ("cache-dit calibrate: 100%" in terminal.text and "4/4" in terminal.text) == progress
     assert progress or terminal.text == ""
 
 
@@ -561,6 +579,7 @@ def test_fitted_schedules_are_cross_fitted_over_the_inputs():
         inputs,
         target_speedup=2.0,
         verify_runs=2,
+        screen_runs=0,
         max_order=0,
         cache_types=["residual", "output"],
         worst_margin=100.0,
@@ -593,3 +612,54 @@ def test_fitted_schedules_are_cross_fitted_over_the_inputs():
     assert options.psnr == pytest.approx(np.mean(in_sample), abs=1e-9)
     assert options.cross_fitted_psnr == pytest.approx(picked["psnr"], abs=1e-9)
     assert options.cross_fitted_psnr != pytest.approx(options.psnr)
+
+
+def test_screening_runs_every_candidate_on_the_first_input_and_verifies_the_best_there():
+    """verify_runs=2, screen_runs=3: the cost model's first 5 candidates each run once on input 0, the 2 best
+    there (by their mean PSNR on input 0) run on input 1 too, and the pick is among those 2. The screen scores are
+    the PSNRs the candidates' options give on input 0 (re-run here)."""
+    pipe = FLUX.build()
+    inputs = []
+    for seed in range(2):
+        pe, pooled = tiny.flux_prompt_embeds(seed=seed)
+        inputs.append({**_kwargs(), "prompt_embeds": pe, "pooled_prompt_embeds": pooled})
+    options = cache_dit.calibrate(
+        pipe,
+        inputs,
+        target_speedup=2.0,
+        verify_runs=2,
+        screen_runs=3,
+        cache_types=["residual"],
+        verbose=False,
+    )
+    rows = options.table
+    verified = [row for row in rows if row["psnr"] is not None]
+    out = [row for row in rows if row["psnr"] is None]
+    assert len(verified) == 2 and len(out) == 3
+    assert min(row["screen_psnr"] for row in verified) >= max(row["screen_psnr"] for row in out)
+    picked = next(row for row in rows if row["picked"])
+    assert picked in verified
+    # 2 recorded runs, 5 screening runs on input 0, 2 runs on input 1 (+ the pick's fit to every input where
+    # it was cross-fitted and its fold differed)
+    refit = sum(f != picked["compute_steps"] for f in picked["fold_steps"] or [])
+    assert options.runs == 2 + 5 + 2 + refit
+    reference = pipe(**{**inputs[0], "generator": torch.Generator().manual_seed(0)}).images
+    for row in verified:
+        assert row["psnrs"][0] == row["screen_psnr"]
+    for row in rows:
+        steps = row["fold_steps"][0] if row["fold_steps"] else row["compute_steps"]
+        order = int(row["order"])
+        extra = {"enable_taylorseer": True, "enable_encoder_taylorseer": True} if order else {}
+        cache_dit.apply_cache_on_pipe(
+            pipe,
+            Fn_compute_blocks=0,
+            Bn_compute_blocks=0,
+            compute_steps=steps,
+            **extra,
+            **({"taylorseer_kwargs": {"n_derivatives": order}} if order else {}),
+        )
+        try:
+            cached = pipe(**{**inputs[0], "generator": torch.Generator().manual_seed(0)}).images
+        finally:
+            cache_dit.disable_cache(pipe)
+        assert row["screen_psnr"] == pytest.approx(_psnr(reference, cached), abs=1e-9)

@@ -11,14 +11,17 @@ arguments) or several (a list of them):
    the cache would make on the recorded values and sums the forecast error over the cached steps and the inputs.
    For order 1 the best schedule with K computed steps is found exactly by dynamic programming; uniform schedules
    are scored too, and every candidate with orders 0..max_order.
-3. `verify`: the best predicted candidates run cached on every input, each sample scored by PSNR on the pipeline's
-   float output against that input's recorded run; the pick is `pick_robust`'s (the best mean PSNR among the
+3. `verify`: the cost model's first verify_runs + screen_runs candidates are screened by a cached run on the first
+   input, and the verify_runs best there run on every other input (the cost model ranks schedules well but
+   TaylorSeer orders poorly), each sample scored by PSNR on the pipeline's float output against that input's
+   recorded run; the pick is `pick_robust`'s (the best mean PSNR among the
    candidates whose worst sample is within `worst_margin` dB of the best worst sample), with a leave-one-out
    estimate (`leave_one_out`) of what it gives on samples it did not see.
 4. `io`: the result as JSON keyed by transformer class and step count (`save_calibration`, `load_calibration`).
 
-Cost in pipeline runs, per input: target_speedup: 1 + verify_runs; min_psnr: 1 + one run per probed step budget
-(a binary search, about log2(num_inference_steps)) + verify_runs - 1. The search itself is a few seconds on the
+Cost in pipeline runs with n inputs: target_speedup: n x (1 + verify_runs) + screen_runs (with the defaults and 2
+inputs: 34); min_psnr: n x (1 + one run per probed step budget (a binary search, about log2(num_inference_steps))
++ verify_runs - 1) + screen_runs. A cross-fitted pick adds up to n runs (its fit to every input). The search itself is a few seconds on the
 CPU. A calibrated schedule fixes which steps run, so its speedup is the same on every input.
 """
 

@@ -30,6 +30,7 @@ def calibrate(
     Fn_compute_blocks: int = 0,  # noqa: N803 - the option's own name
     Bn_compute_blocks: int = 0,  # noqa: N803
     verify_runs: int = 8,
+    screen_runs: int = 16,
     cache_types: Sequence[str] = ("residual", "output"),
     seed: int = 0,
     worst_margin: float = 1.0,
@@ -66,6 +67,11 @@ def calibrate(
         max_order: highest TaylorSeer order tried (0 = plain reuse), default 2.
         Fn_compute_blocks / Bn_compute_blocks: blocks run on every step (default 0 / 0: a cached step runs none).
         verify_runs: candidates verified by cached runs, each on every input (default 8, >= 1).
+        screen_runs: more candidates screened first (default 16, >= 0): the cost model's first
+            verify_runs + screen_runs candidates each run on the first input, and the verify_runs best there go
+            on to the other inputs. The cost model ranks schedules well but TaylorSeer orders poorly (it
+            underrates order 2 at short gaps), so a real run, not the prediction, chooses what is verified.
+            With one input every screened candidate is verified. 0: verify the cost model's first verify_runs.
         cache_types: what the candidates forecast: "residual" (the middle blocks' residual, as
             `taylorseer_cache_type="residual"`) and/or "output" (the transformer's whole output,
             `taylorseer_cache_type="output"`; only with Fn_compute_blocks = Bn_compute_blocks = 0, and only
@@ -92,6 +98,7 @@ def calibrate(
         fn=Fn_compute_blocks,
         bn=Bn_compute_blocks,
         verify_runs=verify_runs,
+        screen_runs=screen_runs,
         cache_types=cache_types,
         worst_margin=worst_margin,
     )
@@ -111,7 +118,7 @@ def calibrate(
         pipe.set_progress_bar_config(disable=True)  # one bar: ours, over the runs
     inputs.progress = None if bar.disable else bar
     try:
-        bar.total = len(inputs) * (1 + verify_runs)
+        bar.total = len(inputs) * (1 + verify_runs) + screen_runs
         recordings, blocks = record(pipe, denoisers, inputs, fn, bn)
         shape = layout(recordings, blocks, denoisers, cache_types, fn, bn)
         references = [rec.reference for rec in recordings]
@@ -125,6 +132,7 @@ def calibrate(
             min_psnr,
             max_order,
             verify_runs,
+            screen_runs,
             worst_margin,
             fn,
             bn,
@@ -137,7 +145,7 @@ def calibrate(
                 pipe.__dict__.pop("_progress_bar_config", None)
             else:
                 pipe._progress_bar_config = pipe_bar
-    computed, chosen, verified, pool, speed = found
+    computed, chosen, verified, pool, speed, screened_out = found
     loo = leave_one_out([c.scores for c in pool], worst_margin) if pool else None
     table = [
         {
@@ -147,6 +155,7 @@ def calibrate(
             "source": c.source,
             "predicted_error": round(c.predicted, 6),
             "psnr": c.psnr,
+            "screen_psnr": c.screen_psnr,
             "psnrs": c.psnrs or None,
             "psnr_worst": min(c.scores) if c.samples else None,
             "sample_psnrs": c.samples or None,
@@ -155,7 +164,7 @@ def calibrate(
             "cross_fitted": bool(c.fold_steps),
             "fold_steps": [list(steps) for steps in c.fold_steps] or None,
         }
-        for k, c in verified
+        for k, c in [*verified, *screened_out]
     ]
     result = CalibratedOptions(chosen.options(fn, bn))
     result.speedup = speed[computed]
@@ -190,12 +199,21 @@ def _search_and_verify(
     min_psnr: float | None,
     max_order: int,
     verify_runs: int,
+    screen_runs: int,
     worst_margin: float,
     fn: int,
     bn: int,
-) -> tuple[int, Candidate, list[tuple[int, Candidate]], list[Candidate], dict[int, float]]:
+) -> tuple[
+    int,
+    Candidate,
+    list[tuple[int, Candidate]],
+    list[Candidate],
+    dict[int, float],
+    list[tuple[int, Candidate]],
+]:
     """The computed-step count, the pick, every verified (count, candidate), the candidates the pick was chosen
-    from (the leave-one-out estimate re-picks among them), and the speedup per computed-step count."""
+    from (the leave-one-out estimate re-picks among them), the speedup per computed-step count, and every
+    (count, candidate) the screening left out (scored on the first input only)."""
     num_steps = shape.num_steps
     search = ScheduleSearch(shape.pieces, shape.targets, shape.cost_labels, max_order, num_steps)
     fewest = len(shape.spans)  # each denoiser's first step is computed
@@ -216,22 +234,41 @@ def _search_and_verify(
                 disable_cache(pipe)
         return runs[key]
 
-    folds: list[ScheduleSearch] = []
+    folds = [search.without(i) for i in range(len(references))] if len(references) > 1 else []
 
-    def verify(candidate: Candidate) -> float:
-        """Score the candidate on every input. A schedule the DP fitted to the inputs is cross-fitted where there
+    def schedule_on(candidate: Candidate, i: int) -> tuple[int, ...]:
+        """What the candidate runs on input i. A schedule the DP fitted to the inputs is cross-fitted where there
         are several: on input i it runs the schedule the same DP fits to the other inputs, so its scores say what
         the DP gives on inputs it never saw, as they do for the schedules that are not fitted at all."""
-        if candidate.fit is not None and folds:
+        if candidate.fit is None or not folds:
+            return candidate.steps
+        if not candidate.fold_steps:
             candidate.fold_steps = [
                 fold.best_schedule(candidate.target, candidate.fit, len(candidate.steps)) for fold in folds
             ]
-            candidate.samples = [score(candidate, steps, i) for i, steps in enumerate(candidate.fold_steps)]
-        else:
-            candidate.samples = [score(candidate, candidate.steps, i) for i in range(len(references))]
+        return candidate.fold_steps[i]
+
+    def verify(candidate: Candidate) -> float:
+        """Score the candidate on every input (runs already made, e.g. by the screening, are reused)."""
+        candidate.samples = [score(candidate, schedule_on(candidate, i), i) for i in range(len(references))]
         return float(candidate.psnr)
 
+    screened_out: list[tuple[int, Candidate]] = []
+
+    def screened(computed: int, ranked: list[Candidate], keep: int) -> list[Candidate]:
+        """The `keep` best of `ranked` by their mean PSNR on the first input (ties: the better predicted), in
+        the order of `ranked`; with one input every one of them (each run is then its verification)."""
+        first = [float(np.mean(score(c, schedule_on(c, 0), 0))) for c in ranked]
+        for c, value in zip(ranked, first):
+            c.screen_psnr = value
+        if len(references) == 1:
+            return ranked
+        best = set(sorted(range(len(ranked)), key=lambda j: (-first[j], j))[:keep])
+        screened_out.extend((computed, c) for j, c in enumerate(ranked) if j not in best)
+        return [c for j, c in enumerate(ranked) if j in best]
+
     verified: list[tuple[int, Candidate]] = []
+    others = len(references) - 1  # runs per verified candidate after its screening run
     if target_speedup is not None:
         reaching = [k for k in speed if speed[k] >= target_speedup - 1e-9]
         if not reaching:
@@ -241,10 +278,9 @@ def _search_and_verify(
                 f"{speed[fewest]:.2f}x"
             )
         computed = max(reaching)
-        top = search.candidates(computed)[:verify_runs]
-        bar.total = inputs.count + len(inputs) * len(top)
-        if len(references) > 1:
-            folds.extend(search.without(i) for i in range(len(references)))
+        ranked = search.candidates(computed)[: verify_runs + screen_runs]
+        bar.total = inputs.count + len(ranked) + others * min(verify_runs, len(ranked))
+        top = screened(computed, ranked, verify_runs)
         verified = [(computed, c) for c in top]
         for c in top:
             verify(c)
@@ -254,7 +290,7 @@ def _search_and_verify(
         # binary search on the number of computed steps: all of them is exact, so `high` always qualifies
         low, high = fewest, num_steps
         probes = math.ceil(math.log2(high - low + 1))
-        bar.total = inputs.count + len(inputs) * (probes + verify_runs - 1)
+        bar.total = inputs.count + len(inputs) * (probes + verify_runs - 1) + screen_runs
         while low < high:
             mid = (low + high) // 2
             c = search.candidates(mid)[0]
@@ -267,22 +303,24 @@ def _search_and_verify(
         if computed < num_steps:
             done = {(c.steps, c.forecaster) for k, c in verified if k == computed}
             more = [c for c in search.candidates(computed) if (c.steps, c.forecaster) not in done]
-            for c in more[: verify_runs - len(done)]:
-                verify(c)
-                verified.append((computed, c))
+            keep = verify_runs - len(done)
+            if keep > 0:
+                for c in screened(computed, more[: keep + screen_runs], keep):
+                    verify(c)
+                    verified.append((computed, c))
         pool = [c for k, c in verified if k == computed and c.psnr is not None and c.psnr >= min_psnr]
         bar.total = inputs.count
     if computed == num_steps:
         every = [[MAX_PSNR] * len(reference) for reference in references]
         chosen = Candidate(tuple(range(num_steps)), 0, "every step", 0.0, every)
-        return computed, chosen, verified, [], speed
+        return computed, chosen, verified, [], speed, screened_out
     chosen = pool[pick_robust([c.scores for c in pool], worst_margin)]
     if chosen.fold_steps:  # cross-fitted: what runs is the schedule fitted to every input; score it there too
         bar.total = inputs.count + sum(
             (chosen.steps, chosen.order, chosen.target, i) not in runs for i in range(len(references))
         )
         chosen.in_sample = [score(chosen, chosen.steps, i) for i in range(len(references))]
-    return computed, chosen, verified, pool, speed
+    return computed, chosen, verified, pool, speed, screened_out
 
 
 def _print_report(
@@ -313,11 +351,19 @@ def _print_report(
         mean = f"{row['psnr']:.2f}" if verified else "-"
         cells = f" {row['psnr_worst']:>7.2f}" if verified else f" {'-':>7}"
         if n > 1:
-            cells += "".join(f" {s:>7.2f}" for s in row["psnrs"]) if verified else f" {'-':>7}" * n
+            if verified:
+                cells += "".join(f" {s:>7.2f}" for s in row["psnrs"])
+            else:  # screened out: its run on the first input only
+                cells += f" {row['screen_psnr']:>7.2f}" + f" {'-':>7}" * (n - 1)
         print(
             f"{'*' if row['picked'] else ' '} {row['computed_steps']:>8} {row['speedup']:>7.2f}x {row['order']:>8} "
             f"{row['predicted_error']:>10.4g} {mean:>8}{cells}  {row['source']}"
             f"{' (cross-fitted)' if row['cross_fitted'] else ''}: {row['compute_steps']}"
+        )
+    if any(row["psnr"] is None for row in result.table):
+        print(
+            "rows with '-': screened out (run on in0 only; the verified ones were the best there of the cost "
+            "model's first verify_runs + screen_runs candidates)"
         )
     if any(row["cross_fitted"] for row in result.table):
         print(
@@ -356,6 +402,7 @@ def _check_arguments(
     fn: Any,
     bn: Any,
     verify_runs: Any,
+    screen_runs: Any,
     cache_types: Any,
     worst_margin: Any,
 ) -> list[Mapping[str, Any]]:
@@ -372,6 +419,7 @@ def _check_arguments(
         ("Fn_compute_blocks", fn, 0),
         ("Bn_compute_blocks", bn, 0),
         ("verify_runs", verify_runs, 1),
+        ("screen_runs", screen_runs, 0),
     ):
         if isinstance(value, bool) or not isinstance(value, int):
             raise TypeError(f"{name} must be an int, got {type(value).__name__}: {value!r}")

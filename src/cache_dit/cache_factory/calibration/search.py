@@ -39,6 +39,8 @@ class Candidate:
     fold_steps: list[tuple[int, ...]] = field(default_factory=list)
     # cross-fitted and picked: `steps` (the fit to every input) scored on every input
     in_sample: list[list[float]] = field(default_factory=list)
+    # screened (calibrate's screen_runs): its mean PSNR on the first input, which chose whether it is verified
+    screen_psnr: float | None = None
 
     @property
     def forecaster(self) -> str:
