@@ -70,6 +70,8 @@ EVAL_SEEDS = [1, 2, 3]
 TESTBED_INPUTS: dict[str, dict[str, Any]] = {
     "shapes": {
         "tune": TUNE_INPUTS,
+        # --tune-inputs 4 adds these (other classes than the evaluation's, new seeds) for every method alike
+        "extra_tune": (([0, 2, 5, 7], 5), ([4, 6, 9, 10], 6)),
         "eval_classes": EVAL_CLASSES,
         "eval_seeds": EVAL_SEEDS,
         "judge_classes": list(range(12)),
@@ -77,6 +79,7 @@ TESTBED_INPUTS: dict[str, dict[str, Any]] = {
     },
     "scenes": {
         "tune": (([1, 11, 21, 32], 0), ([5, 16, 24, 30], 4)),
+        "extra_tune": (([3, 9, 26, 35], 5), ([7, 14, 20, 27], 6)),
         "eval_classes": [2, 13, 18, 34],
         "eval_seeds": [1, 2, 3],
         "judge_classes": [3 * kc + kc % 3 for kc in range(12)],
@@ -375,13 +378,17 @@ def image_psnrs(reference: np.ndarray, images: np.ndarray) -> list[float]:
     return [float(peak_signal_noise_ratio(r, i, data_range=1.0)) for r, i in zip(reference, images)]
 
 
-def configure(name: str, judge: bool) -> None:
-    """Run on testbed `name`: its inputs, its RESULTS.md section (`tuned-pareto`, `tuned-pareto-scenes`)."""
+def configure(name: str, judge: bool, tune_inputs: int = 2) -> None:
+    """Run on testbed `name`: its inputs, its RESULTS.md section (`tuned-pareto`, `tuned-pareto-scenes`; with
+    `tune_inputs` 4, the two extra tuning inputs too and the section `...-4in`)."""
     global TESTBED, TUNE_INPUTS, EVAL_CLASSES, EVAL_SEEDS, MARKER, JUDGE
     inputs = TESTBED_INPUTS[name]
     TESTBED, JUDGE = name, judge
-    TUNE_INPUTS, EVAL_CLASSES, EVAL_SEEDS = inputs["tune"], inputs["eval_classes"], inputs["eval_seeds"]
+    TUNE_INPUTS = (*inputs["tune"], *inputs["extra_tune"][: tune_inputs - len(inputs["tune"])])
+    EVAL_CLASSES, EVAL_SEEDS = inputs["eval_classes"], inputs["eval_seeds"]
     MARKER = "tuned-pareto" if name == "shapes" else f"tuned-pareto-{name}"
+    if tune_inputs != len(inputs["tune"]):
+        MARKER += f"-{tune_inputs}in"
 
 
 def call_kwargs(classes: list[int], seed: int, steps: int) -> dict[str, Any]:
@@ -891,10 +898,10 @@ def section_lines(result: dict[str, Any], quick: bool) -> list[str]:
         "| --- | --- | --- | --- | --- | --- | --- | --- |",
         *table,
         "",
-        f"Budget mode at {steps} steps: `cache_dit.calibrate(pipe, [tuning input 1, tuning input 2], "
+        f"Budget mode at {steps} steps: `cache_dit.calibrate(pipe, [the {len(TUNE_INPUTS)} tuning inputs], "
         "target_speedup=t)`, every other argument at its default (verify_runs=8, screen_runs=16, max_order=2, both forecast "
         "targets, worst_margin=1.0); seconds on 2 shared, loaded CPU cores; calibration PSNR = its own verified "
-        "mean / worst sample on the 8 tuning images:",
+        f"mean / worst sample on the {4 * len(TUNE_INPUTS)} tuning images:",
         "",
         "| target | options | s | runs | calibration PSNR | leave-one-out | held-out PSNR |",
         "| --- | --- | --- | --- | --- | --- | --- |",
@@ -995,9 +1002,9 @@ def run(
         "every cache), quality = PSNR per image against the uncached output of the same input, on the float "
         "output (`output_type='np'`, no 8-bit rounding). (1) Tuning inputs, the same for every method: "
         + "; ".join(f"classes {c} seed {s}" for c, s in TUNE_INPUTS)
-        + " (2 batched calls, 8 images). (2) Peers: every configuration of each family's grid runs on the tuning "
+        + f" ({len(TUNE_INPUTS)} batched calls, {4 * len(TUNE_INPUTS)} images). (2) Peers: every configuration of each family's grid runs on the tuning "
         "inputs; per family and target the best tuning mean PSNR among those reaching the target is its pick. "
-        "Budget mode: `cache_dit.calibrate(pipe, [the 2 tuning inputs], target_speedup=target)` with its "
+        f"Budget mode: `cache_dit.calibrate(pipe, [the {len(TUNE_INPUTS)} tuning inputs], target_speedup=target)` with its "
         "documented defaults; its pick is chosen by its own verified scores on those inputs only. (3) Evaluate "
         f"every pick on inputs never used for tuning: classes {EVAL_CLASSES} x seeds {eval_seeds} "
         f"({len(EVAL_CLASSES) * len(eval_seeds)} images). 'Best tuned peer' = the peer family whose pick "
@@ -1075,6 +1082,13 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--targets", type=float, nargs="+", default=list(TARGETS), help="target speedups")
     parser.add_argument("--testbed", choices=list(TESTBED_INPUTS), default="shapes")
+    parser.add_argument(
+        "--tune-inputs",
+        type=int,
+        choices=[2, 4],
+        default=2,
+        help="tuning inputs of every method (4: two more, other classes and seeds; own RESULTS section)",
+    )
     parser.add_argument("--threads", type=int, default=1, help="torch threads (default 1: shared cores)")
     parser.add_argument(
         "--judge", action="store_true", help="judge accuracy and fd of every pick (always on for scenes)"
@@ -1091,7 +1105,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"tuned_pareto: --steps must be >= 2, got {bad}", file=sys.stderr)
         return 2
     torch.set_num_threads(args.threads)
-    configure(args.testbed, args.judge or args.testbed == "scenes")
+    configure(args.testbed, args.judge or args.testbed == "scenes", args.tune_inputs)
     families = tuple(args.families) if args.families else None
     lines, results = run(
         args.quick,
@@ -1109,7 +1123,9 @@ def main(argv: list[str] | None = None) -> int:
     text = text.replace(old[0], section) if old else text.rstrip("\n") + "\n\n" + section + "\n"
     path.write_text(text)
     print(f"wrote {path}")
-    suffix = "" if TESTBED == "shapes" else f"_{TESTBED}"
+    suffix = ("" if TESTBED == "shapes" else f"_{TESTBED}") + (
+        "" if args.tune_inputs == 2 else f"_{args.tune_inputs}in"
+    )
     print(f"wrote {plot(results['results'], Path(args.out) / f'tuned_pareto{suffix}.png')}")
     return 0
 
