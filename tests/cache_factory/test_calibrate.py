@@ -22,6 +22,7 @@ from cache_dit.cache_factory.calibration.search import (
     order1_errors,
     schedule_cost,
 )
+from cache_dit.cache_factory.calibration.verify import guard_sample
 from cache_dit.cache_factory.runner import get_runner
 from cache_dit.testing import tiny
 from cache_dit.testing.cases import CASES
@@ -364,6 +365,22 @@ def test_pick_robust_is_the_best_mean_among_those_near_the_best_worst_sample():
     assert pick_robust(scores, worst_margin=10.0) == 0  # every candidate qualifies: the best mean
     assert pick_robust([[30.0], [32.0], [31.0]], worst_margin=1.0) == 1  # one sample: the best score
     assert pick_robust([[35.0, 35.0], [35.0, 35.0]], worst_margin=1.0) == 0  # a tie: the better predicted
+
+
+def test_from_ten_samples_the_guard_sets_aside_the_worst_ten_percent():
+    # 10 samples: one sample (the last) that almost every candidate ruins (a flipped image) no longer decides
+    flip = [
+        [60.0] * 9 + [12.0],  # mean 55.2, guard (2nd worst) 60.0
+        [50.0] * 9 + [30.0],  # mean 48.0, guard 50.0; worst 30.0: the best worst sample
+        [58.0] * 9 + [12.5],  # mean 53.45, guard 58.0
+    ]
+    assert [guard_sample(row) for row in flip] == [60.0, 50.0, 58.0]
+    assert pick_robust(flip, worst_margin=1.0) == 0
+    assert pick_robust([row[1:] for row in flip], worst_margin=1.0) == 1  # 9 samples: the worst sample guards
+    # two bad samples of 10: the second still counts (10 % of 10 is one sample set aside)
+    two = [[60.0] * 8 + [12.0, 20.0], [50.0] * 8 + [30.0, 40.0]]
+    assert [guard_sample(row) for row in two] == [20.0, 40.0] and pick_robust(two, worst_margin=1.0) == 1
+    assert guard_sample(list(range(20, 0, -1))) == 3  # 20 samples: the two lowest set aside
 
 
 def test_leave_one_out_re_picks_without_each_sample():

@@ -15,7 +15,8 @@ arguments) or several (a list of them):
    input, and the verify_runs best there run on every other input (the cost model ranks schedules well but
    TaylorSeer orders poorly), each sample scored by PSNR on the pipeline's float output against that input's
    recorded run; the pick is `pick_robust`'s (the best mean PSNR among the
-   candidates whose worst sample is within `worst_margin` dB of the best worst sample), with a leave-one-out
+   candidates whose worst sample, from 10 samples on the worst after setting aside the lowest 10 %, is within
+   `worst_margin` dB of the best one), with a leave-one-out
    estimate (`leave_one_out`) of what it gives on samples it did not see.
 4. `io`: the result as JSON keyed by transformer class and step count (`save_calibration`, `load_calibration`).
 

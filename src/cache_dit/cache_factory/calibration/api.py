@@ -45,8 +45,9 @@ def calibrate(
     sample (image or video) of every input. With several inputs, a schedule the DP fits is cross-fitted: on input i
     it is scored as the DP fits it to the other inputs (an unseen input), and if it is picked, the options run the
     DP's fit to every input (scored on them too, for `.psnr`). Every candidate is scored on every sample of every input and picked
-    by one rule (`pick_robust`): among the candidates whose worst sample is within `worst_margin` dB of the best
-    worst sample, the best mean PSNR over the samples. A call with a batch of 4 prompts counts as 4 samples; with
+    by one rule (`pick_robust`): among the candidates whose worst sample (from 10 samples on: the worst after setting
+    aside the lowest 10 %, `guard_sample`) is within `worst_margin` dB of the best one, the best mean PSNR over the
+    samples. A call with a batch of 4 prompts counts as 4 samples; with
     one sample in all the rule is simply the best PSNR. The worst sample, not the worst call, is the guard: a
     schedule fitted to a batch's easy images shows there as one bad image.
 
@@ -78,6 +79,8 @@ def calibrate(
             where the transformer returns one tensor). Default both: the verified runs pick.
         seed: the generator seed of inputs that have none (input i: seed + i).
         worst_margin: dB; the rule's guard on the worst sample (default 1.0; larger trusts the mean more).
+            From 10 samples on the guard sets aside the lowest 10 % (one sample of 10-19): an image that nearly
+            every candidate ruins would otherwise decide the pick alone.
         save_to: a JSON file to store the result in, keyed by model class and step count (merged with what the
             file holds); checked before any run; read it back with `load_calibration`.
         verbose: print the table of verified candidates (per-input PSNRs, the worst sample, the leave-one-out

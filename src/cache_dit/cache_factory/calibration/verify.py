@@ -19,16 +19,27 @@ from skimage.metrics import peak_signal_noise_ratio
 MAX_PSNR = 100.0  # identical outputs count as this many dB
 
 
+GUARD_TRIM = 0.1  # the share of the lowest samples the guard sets aside (rounded down: none below 10 samples)
+
+
+def guard_sample(row: Sequence[float]) -> float:
+    """The sample score the rule's guard looks at: the worst sample, or from 10 samples on the lowest after setting
+    aside the worst 10 % (rounded down). One sample that nearly every candidate ruins (an image whose content
+    flips under any cache, as happens on multimodal flows) otherwise decides the pick alone."""
+    return sorted(row)[int(len(row) * GUARD_TRIM)]
+
+
 def pick_robust(scores: Sequence[Sequence[float]], worst_margin: float) -> int:
-    """The selection rule: `scores[c][i]` is candidate c's PSNR on sample i. Among the candidates whose worst sample
-    is within `worst_margin` dB of the best worst sample, the one with the best mean; ties go to the earlier
+    """The selection rule: `scores[c][i]` is candidate c's PSNR on sample i. Among the candidates whose guard
+    sample (`guard_sample`: the worst sample; from 10 samples on, the worst after setting aside the lowest 10 %)
+    is within `worst_margin` dB of the best guard sample, the one with the best mean; ties go to the earlier
     candidate (the better predicted). With one sample this is the best score."""
     if not scores:
         raise ValueError("pick_robust needs at least one candidate")
-    worst = [min(row) for row in scores]
-    floor = max(worst) - worst_margin
+    guard = [guard_sample(row) for row in scores]
+    floor = max(guard) - worst_margin
     means = [float(np.mean(row)) for row in scores]
-    return max((c for c in range(len(scores)) if worst[c] >= floor), key=lambda c: (means[c], -c))
+    return max((c for c in range(len(scores)) if guard[c] >= floor), key=lambda c: (means[c], -c))
 
 
 def leave_one_out(scores: Sequence[Sequence[float]], worst_margin: float) -> list[float] | None:
